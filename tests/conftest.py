@@ -1,0 +1,4 @@
+"""Shared pytest configuration. Fixture modules of each area register themselves here."""
+
+pytest_plugins: list[str] = [
+]
