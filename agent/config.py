@@ -24,6 +24,7 @@ STT_KINDS = ("faster-whisper", "openai")
 TTS_KINDS = ("piper", "espeak", "openai")
 _ALIASES = {"embedded": None, "whisper": "faster-whisper", "local": None}
 
+
 class ConfigError(ValueError):
     """Configuration that cannot work. The message names the variable and says how to fix it."""
 
@@ -33,10 +34,12 @@ class ConfigError(ValueError):
         self.fix = fix
         super().__init__(f"{variable}: {problem}. Fix: {fix}")
 
+
 def _split_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
 
 def _normalise_provider(entry: str, kinds: tuple[str, ...], default: str) -> str:
     """Provider list entries are a kind (`piper`), `embedded`, or the base URL of an OpenAI-compatible server."""
@@ -52,6 +55,7 @@ def _normalise_provider(entry: str, kinds: tuple[str, ...], default: str) -> str
         f"unknown provider {entry!r}; use one of {', '.join((*kinds, 'embedded'))} "
         "or the base URL of an OpenAI-compatible server (http://host:port/v1)"
     )
+
 
 class Settings(BaseSettings):
     """voice-mcp settings. Field `x` is read from `VOICE_MCP_X` (LiveKit fields from LiveKit's own names)."""
@@ -161,6 +165,7 @@ class Settings(BaseSettings):
     def log_level(self) -> int:
         return logging.DEBUG if self.debug else logging.INFO
 
+
 _LIVEKIT_FIELDS = {
     "livekit_url": "LIVEKIT_URL",
     "livekit_api_key": "LIVEKIT_API_KEY",
@@ -174,8 +179,10 @@ _FIXES = {
     "listen_min": "make VOICE_MCP_LISTEN_MIN smaller than VOICE_MCP_LISTEN_MAX",
 }
 
+
 def variable_name(field: str) -> str:
     return _LIVEKIT_FIELDS.get(field, ENV_PREFIX + field.upper())
+
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
     """Read the settings, raising `ConfigError` (naming the variable and the fix) when they cannot work."""
@@ -191,5 +198,6 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> 
             message = f"{message} (got {error.get('input')!r})"
         fix = _FIXES.get(field, f"correct or unset {variable_name(field)}")
         raise ConfigError(variable_name(field), message, fix) from None
+
 
 SilenceMode = Literal["normal", "off"]

@@ -1,0 +1,88 @@
+"""Append-only JSONL record of every converse exchange: timings, transport, providers and errors — never audio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .models import ConverseResult, VoiceError
+
+logger = logging.getLogger(__name__)
+
+LOG_NAME = "exchanges.jsonl"
+
+
+class ExchangeLog:
+    """One line per exchange. Write failures are logged, never raised: a log must not cost the user a reply."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def in_dir(cls, data_dir: Path, enabled: bool = True) -> ExchangeLog:
+        return cls(data_dir / LOG_NAME, enabled)
+
+    async def record(
+        self,
+        *,
+        requested_transport: str,
+        message_chars: int,
+        result: ConverseResult | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        if not self.enabled:
+            return
+        entry: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "requested_transport": requested_transport,
+            "message_chars": message_chars,
+            "ok": error is None,
+        }
+        if result is not None:
+            entry |= {
+                "transport": result.transport,
+                "transport_reason": result.transport_reason,
+                "stt_provider": result.stt_provider,
+                "tts_provider": result.tts_provider,
+                "heard_speech": result.heard_speech,
+                "reply_chars": len(result.text),
+                "interrupted": result.interrupted,
+                "ended_by": result.ended_by,
+                "timings": result.timings.model_dump(),
+            }
+        if error is not None:
+            entry["error"] = {
+                "code": getattr(error, "code", type(error).__name__) if isinstance(error, VoiceError) else "internal",
+                "type": type(error).__name__,
+                "message": str(error),
+            }
+        line = json.dumps(entry, default=str) + "\n"
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._append, line)
+            except OSError as exc:
+                logger.warning("could not append to the exchange log %s: %s", self.path, exc)
+
+    def _append(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed entry of a log; a torn last line (a crash mid-write) is skipped."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries

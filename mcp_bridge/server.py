@@ -1,0 +1,158 @@
+"""The MCP layer: tools, resources and progress. Voice work itself lives in `VoiceService` and the transports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from agent.config import Settings
+
+from .models import ConverseRequest, ConverseResult, ListenOptions, SpeakOptions, Stage, VoiceError
+from .service import StatusReport, VoiceService
+
+logger = logging.getLogger(__name__)
+
+# Sent to the model with every request: keep it short. The long guidance is the voice://guide resource.
+CONVERSE_DESCRIPTION = """Speak `message` to the user aloud and return what they answer, as text.
+
+Keep messages short and conversational. Set wait_for_response=false to only speak. transport: "auto"
+(LiveKit room if configured and a worker answers, else this computer's microphone/speaker), "local" or
+"livekit". The result has `text` (the reply; empty with heard_speech=false when the user said nothing),
+the transport used and per-stage timings. Read the voice://guide resource for usage guidance."""
+
+STATUS_DESCRIPTION = "Report the speech providers, audio devices and transports with their health, and what to fix."
+
+_STAGE_PROGRESS = {Stage.SPEAKING: 1, Stage.LISTENING: 2, Stage.TRANSCRIBING: 3, Stage.DONE: 4}
+
+
+def _guide() -> str:
+    return resources.files("mcp_bridge").joinpath("resources/guide.md").read_text(encoding="utf-8")
+
+
+def create_server(settings: Settings, service: VoiceService | None = None, *, prewarm: bool = True) -> MCPServer:
+    voice = service or VoiceService(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+        warming = asyncio.create_task(voice.prewarm()) if prewarm else None
+        try:
+            yield
+        finally:
+            if warming is not None:
+                warming.cancel()
+            await voice.aclose()
+
+    server = MCPServer(
+        name="voice-mcp",
+        instructions="Voice conversations with the user: call `converse` to speak and hear the reply.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+
+    @server.tool(description=CONVERSE_DESCRIPTION)
+    async def converse(
+        message: Annotated[str, Field(description="What to say to the user.")],
+        ctx: Context,
+        wait_for_response: bool = True,
+        transport: Literal["auto", "local", "livekit"] = "auto",
+        listen_duration_max: Annotated[float | None, Field(gt=0, description="Max listen seconds.")] = None,
+        listen_duration_min: Annotated[
+            float | None, Field(ge=0, description="Seconds before silence may end the turn.")
+        ] = None,
+        voice: Annotated[str | None, Field(description="TTS voice (provider-specific).")] = None,
+        speed: Annotated[float | None, Field(gt=0.25, le=4.0, description="Speech rate, 1.0 normal.")] = None,
+        language: Annotated[str | None, Field(description="Language of the reply, e.g. 'en'.")] = None,
+        chimes: Annotated[bool | None, Field(description="Audio cues when listening starts/stops.")] = None,
+        vad_aggressiveness: Annotated[
+            int | None, Field(ge=0, le=3, description="Speech detection strictness, 0 lax … 3 strict.")
+        ] = None,
+        disable_silence_detection: Annotated[
+            bool, Field(description="Listen for the full max duration instead of stopping at silence.")
+        ] = False,
+    ) -> ConverseResult:
+        if not message.strip():
+            raise ToolError("message is empty: pass the text to speak to the user.")
+        request = build_request(
+            settings,
+            message=message,
+            wait_for_response=wait_for_response,
+            listen_duration_max=listen_duration_max,
+            listen_duration_min=listen_duration_min,
+            voice=voice,
+            speed=speed,
+            language=language,
+            chimes=chimes,
+            vad_aggressiveness=vad_aggressiveness,
+            disable_silence_detection=disable_silence_detection,
+        )
+
+        async def progress(stage: Stage, text: str) -> None:
+            try:
+                await ctx.report_progress(_STAGE_PROGRESS[stage], len(_STAGE_PROGRESS), f"{stage.value}: {text}")
+            except Exception as exc:  # a client that dropped progress must not cost the reply
+                logger.debug("progress notification failed: %s", exc)
+
+        try:
+            return await voice.converse(request, transport, progress)
+        except VoiceError as exc:
+            raise ToolError(f"[{exc.code}] {exc}") from exc
+
+    @server.tool(description=STATUS_DESCRIPTION)
+    async def voice_status() -> StatusReport:
+        return await voice.status()
+
+    @server.resource("voice://guide", name="guide", mime_type="text/markdown", description="How to use converse well.")
+    def guide() -> str:
+        return _guide()
+
+    return server
+
+
+def build_request(
+    settings: Settings,
+    *,
+    message: str,
+    wait_for_response: bool = True,
+    listen_duration_max: float | None = None,
+    listen_duration_min: float | None = None,
+    voice: str | None = None,
+    speed: float | None = None,
+    language: str | None = None,
+    chimes: bool | None = None,
+    vad_aggressiveness: int | None = None,
+    disable_silence_detection: bool = False,
+) -> ConverseRequest:
+    """Tool arguments, with the settings' defaults for what the caller left out."""
+    max_seconds = listen_duration_max if listen_duration_max is not None else settings.listen_max
+    min_seconds = listen_duration_min if listen_duration_min is not None else settings.listen_min
+    try:
+        listen = ListenOptions(
+            max_seconds=max_seconds,
+            min_seconds=min(min_seconds, max_seconds),
+            silence_ms=settings.silence_ms,
+            vad_aggressiveness=settings.vad_aggressiveness if vad_aggressiveness is None else vad_aggressiveness,
+            silence_detection=not disable_silence_detection,
+            audio_cues=settings.audio_cues if chimes is None else chimes,
+            language=language or settings.stt_language,
+        )
+        speak = SpeakOptions(voice=voice, speed=speed)
+    except ValueError as exc:
+        raise ToolError(f"invalid argument: {exc}") from exc
+    return ConverseRequest(message=message, wait_for_response=wait_for_response, listen=listen, speak=speak)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("voice-mcp")
+    except PackageNotFoundError:
+        return "0.0.0"

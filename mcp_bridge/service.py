@@ -1,0 +1,160 @@
+"""The bridge's voice service: owns the shared speech providers and the transports, picks one per call.
+
+The MCP tools and the CLI both talk to this class; neither knows how a transport works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel
+
+from agent.config import Settings
+
+from .exchange_log import ExchangeLog
+from .models import ConverseRequest, ConverseResult, ProgressCallback, no_progress
+from .transport import Transport, TransportHealth
+
+if TYPE_CHECKING:
+    from agent.speech.health import ProviderStatus
+    from livekit.agents import stt, tts, vad
+
+logger = logging.getLogger(__name__)
+
+RequestedTransport = Literal["auto", "local", "livekit"]
+
+
+class StatusReport(BaseModel):
+    providers: list[ProviderStatus]
+    transports: list[TransportHealth]
+    settings: dict[str, object]
+
+
+class VoiceService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.exchange_log = ExchangeLog.in_dir(settings.data_dir, settings.exchange_log)
+        self._stt: stt.STT | None = None
+        self._tts: tts.TTS | None = None
+        self._vad: vad.VAD | None = None
+        self._local: Transport | None = None
+        self._livekit: Transport | None = None
+        self._lock = asyncio.Lock()
+
+    # --- providers and transports, built once on first use --------------------------------------------------
+    def speech(self) -> tuple[stt.STT, tts.TTS, vad.VAD]:
+        from agent.speech import build_stt, build_tts, build_vad
+
+        if self._stt is None:
+            self._stt = build_stt(self.settings)
+        if self._tts is None:
+            self._tts = build_tts(self.settings)
+        if self._vad is None:
+            self._vad = build_vad(self.settings)
+        return self._stt, self._tts, self._vad
+
+    def local_transport(self) -> Transport:
+        if self._local is None:
+            from .local import LocalTransport
+
+            stt_, tts_, vad_ = self.speech()
+            self._local = LocalTransport(self.settings, stt=stt_, tts=tts_, vad=vad_)
+        return self._local
+
+    def livekit_transport(self) -> Transport | None:
+        if not self.settings.livekit_configured:
+            return None
+        if self._livekit is None:
+            from .livekit import LiveKitTransport
+
+            self._livekit = LiveKitTransport(self.settings)
+        return self._livekit
+
+    async def prewarm(self) -> None:
+        """Load the speech models in the background so the first converse does not pay for it."""
+        try:
+            await asyncio.to_thread(self.speech)
+            from agent.speech import prewarm
+
+            await prewarm(*self.speech())
+        except Exception as exc:  # a broken provider is reported by converse and voice_status, not here
+            logger.warning("could not prewarm the speech providers: %s", exc)
+
+    async def choose(self, requested: RequestedTransport) -> tuple[Transport, str]:
+        from .transports import choose_transport
+
+        return await choose_transport(
+            requested, self.settings, livekit=self.livekit_transport(), local_factory=self.local_transport
+        )
+
+    # --- the calls the tools make -----------------------------------------------------------------------------
+    async def converse(
+        self,
+        request: ConverseRequest,
+        transport: RequestedTransport = "auto",
+        progress: ProgressCallback = no_progress,
+    ) -> ConverseResult:
+        started = time.perf_counter()
+        try:
+            async with self._lock:  # one conversation at a time: there is one microphone and one user
+                chosen, reason = await self.choose(transport)
+                result = await chosen.converse(request, progress)
+        except BaseException as exc:
+            await self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), error=exc)
+            raise
+        result.transport_reason = result.transport_reason or reason
+        result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)
+        await self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), result=result)
+        return result
+
+    async def status(self) -> StatusReport:
+        from agent.speech import check_providers
+
+        providers = await check_providers(self.settings)
+        transports: list[TransportHealth] = []
+        try:
+            transports.append(await self.local_transport().health())
+        except Exception as exc:
+            transports.append(TransportHealth(name="local", available=False, detail=str(exc)))
+        livekit = self.livekit_transport()
+        if livekit is None:
+            transports.append(
+                TransportHealth(
+                    name="livekit",
+                    available=False,
+                    detail="not configured: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
+                )
+            )
+        else:
+            try:
+                transports.append(await livekit.health())
+            except Exception as exc:
+                transports.append(TransportHealth(name="livekit", available=False, detail=str(exc)))
+        return StatusReport(providers=providers, transports=transports, settings=self.public_settings())
+
+    def public_settings(self) -> dict[str, object]:
+        """The settings worth showing a user; secrets are never included."""
+        s = self.settings
+        return {
+            "stt": s.stt,
+            "tts": s.tts,
+            "stt_model": s.stt_model,
+            "tts_voice": s.tts_voice,
+            "input_device": s.input_device,
+            "output_device": s.output_device,
+            "livekit_url": s.livekit_url,
+            "room": s.room,
+            "agent_name": s.agent_name,
+            "data_dir": str(s.data_dir),
+        }
+
+    async def aclose(self) -> None:
+        for transport in (self._livekit, self._local):
+            if transport is not None:
+                try:
+                    await transport.aclose()
+                except Exception as exc:
+                    logger.warning("closing %s transport failed: %s", transport.name, exc)
