@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources
+from pathlib import Path
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -34,21 +34,21 @@ _STAGE_PROGRESS = {Stage.SPEAKING: 1, Stage.LISTENING: 2, Stage.TRANSCRIBING: 3,
 
 
 def _guide() -> str:
-    return resources.files("mcp_bridge").joinpath("resources/guide.md").read_text(encoding="utf-8")
+    return (Path(__file__).parent / "resources" / "guide.md").read_text(encoding="utf-8")
 
 
 def create_server(settings: Settings, service: VoiceService | None = None, *, prewarm: bool = True) -> MCPServer:
-    voice = service or VoiceService(settings)
+    voice_service = service or VoiceService(settings)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
-        warming = asyncio.create_task(voice.prewarm()) if prewarm else None
+        warming = asyncio.create_task(voice_service.prewarm()) if prewarm else None
         try:
             yield
         finally:
             if warming is not None:
                 warming.cancel()
-            await voice.aclose()
+            await voice_service.aclose()
 
     server = MCPServer(
         name="voice-mcp",
@@ -101,13 +101,13 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
                 logger.debug("progress notification failed: %s", exc)
 
         try:
-            return await voice.converse(request, transport, progress)
+            return await voice_service.converse(request, transport, progress)
         except VoiceError as exc:
             raise ToolError(f"[{exc.code}] {exc}") from exc
 
     @server.tool(description=STATUS_DESCRIPTION)
     async def voice_status() -> StatusReport:
-        return await voice.status()
+        return await voice_service.status()
 
     @server.resource("voice://guide", name="guide", mime_type="text/markdown", description="How to use converse well.")
     def guide() -> str:
