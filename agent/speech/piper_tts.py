@@ -1,0 +1,140 @@
+"""Embedded text-to-speech: Piper as a livekit-agents `tts.TTS` (non-streaming input, audio per sentence).
+
+Piper synthesises one chunk per sentence; each chunk is handed to livekit's `AudioEmitter` as soon as it exists,
+so the first sentence plays while the rest is still being synthesised. The voice (ONNX session) is loaded once
+per process, lazily and off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIConnectOptions, tts
+from livekit.agents.utils import shortuuid
+
+from .errors import ProviderUnavailable
+from .models import BUNDLED_PIPER_VOICE, cached, is_cached, piper_voice_paths
+
+if TYPE_CHECKING:
+    from piper import AudioChunk, PiperVoice
+
+
+@dataclass
+class _LoadedVoice:
+    voice: PiperVoice
+    lock: threading.Lock  # piper's phonemizer (espeak bridge) is not known to be thread-safe
+
+
+def _load_voice(model: Path, config: Path) -> _LoadedVoice:
+    from piper import PiperVoice
+
+    return _LoadedVoice(voice=PiperVoice.load(model, config_path=config), lock=threading.Lock())
+
+
+class PiperTTS(tts.TTS):
+    """Piper voice. `voice="en_US-joe-medium"` uses the bundled voice; otherwise a path to a `.onnx` voice."""
+
+    def __init__(self, *, voice: str = BUNDLED_PIPER_VOICE, speed: float = 1.0) -> None:
+        model_path, config_path = piper_voice_paths(voice)  # ProviderUnavailable, with the fix, if missing
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            sample_rate = int(config["audio"]["sample_rate"])
+            self._base_length_scale = float(config.get("inference", {}).get("length_scale", 1.0))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ProviderUnavailable(
+                "piper", f"unreadable voice config {config_path}: {exc}", "reinstall the voice"
+            ) from exc
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=False), sample_rate=sample_rate, num_channels=1)
+        self._voice_name = voice
+        self._model_path = model_path
+        self._config_path = config_path
+        self._speed = speed
+        self._prewarm_thread: threading.Thread | None = None
+
+    @property
+    def model(self) -> str:
+        return self._voice_name
+
+    @property
+    def provider(self) -> str:
+        return "piper"
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
+    def update_options(self, *, speed: float | None = None) -> None:
+        """Change the speaking rate (1.0 = the voice's own; 2.0 = twice as fast) for later requests."""
+        if speed is not None:
+            if speed <= 0:
+                raise ValueError("speed must be positive")
+            self._speed = speed
+
+    @property
+    def _key(self) -> tuple[str, ...]:
+        return ("piper", str(self._model_path))
+
+    @property
+    def loaded(self) -> bool:
+        return is_cached(self._key)
+
+    def _voice_sync(self) -> _LoadedVoice:
+        return cached(self._key, lambda: _load_voice(self._model_path, self._config_path))
+
+    async def load(self) -> None:
+        """Load the voice (once per process) without blocking the event loop."""
+        await asyncio.to_thread(self._voice_sync)
+
+    def prewarm(self) -> None:
+        if self.loaded or (self._prewarm_thread and self._prewarm_thread.is_alive()):
+            return
+        self._prewarm_thread = threading.Thread(target=self._voice_sync, name="piper-load", daemon=True)
+        self._prewarm_thread.start()
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> PiperChunkedStream:
+        return PiperChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class PiperChunkedStream(tts.ChunkedStream):
+    """One synthesis request. `sentences_done` counts the sentences synthesised so far."""
+
+    def __init__(self, *, tts: PiperTTS, input_text: str, conn_options: APIConnectOptions) -> None:
+        super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
+        self._piper = tts
+        self._length_scale = tts._base_length_scale / tts.speed
+        self.sentences_done = 0
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        from piper import SynthesisConfig
+
+        output_emitter.initialize(
+            request_id=shortuuid(),
+            sample_rate=self._piper.sample_rate,
+            num_channels=1,
+            mime_type="audio/pcm",
+        )
+        try:
+            loaded = await asyncio.to_thread(self._piper._voice_sync)
+            syn_config = SynthesisConfig(length_scale=self._length_scale)
+            chunks: Iterator[AudioChunk] = iter(loaded.voice.synthesize(self.input_text, syn_config))
+
+            def next_chunk() -> AudioChunk | None:
+                with loaded.lock:
+                    return next(chunks, None)
+
+            while (chunk := await asyncio.to_thread(next_chunk)) is not None:
+                self.sentences_done += 1
+                output_emitter.push(chunk.audio_int16_bytes)
+                output_emitter.flush()
+        except ProviderUnavailable as exc:
+            raise APIConnectionError(str(exc), retryable=False) from exc
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise APIConnectionError(f"piper failed: {exc}", retryable=False) from exc
