@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     room: str = Field("voice-mcp", description="Persistent room the bridge joins.")
     agent_name: str = Field("voice-mcp", description="Agent name the worker registers and the bridge dispatches.")
     livekit_timeout: float = Field(5.0, gt=0, description="Seconds to wait for LiveKit and a worker before fallback.")
+    bridge_identity: str = Field("voice-mcp-bridge", description="Identity the bridge joins the room as.")
+    worker_port: int = Field(8081, ge=0, le=65535, description="Worker health-check HTTP port (0: any free port).")
+    llm_model: str | None = Field(
+        None, description="Worker LLM (OpenAI-compatible) that answers the user while no converse call waits."
+    )
+    llm_base_url: str | None = Field(None, description="Base URL of the LLM server (default: openai_base_url).")
 
     # --- records -------------------------------------------------------------------------------------------------
     data_dir: Path = Field(

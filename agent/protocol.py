@@ -1,0 +1,279 @@
+"""The versioned wire protocol between the bridge (`mcp_bridge.livekit`) and the worker (`agent.worker`).
+
+Both sides import these models; `docs/livekit-protocol.md` documents them for other clients. Everything is JSON
+(pydantic); every message carries `v` (the protocol version) so a mismatch is reported, not guessed at.
+
+Flow of one converse call (bridge = caller, worker = callee):
+
+1. If the encoded `ConverseCall` fits into one RPC payload (`MAX_INLINE_BYTES`), it is the RPC payload.
+   Otherwise the bridge first sends the message text as a text data stream (topic `TOPIC_MESSAGE`, attribute
+   `ATTR_REQUEST_ID`), then calls the RPC with `message=None, message_stream=True`. Nothing is truncated.
+2. While it works the worker publishes `Progress` packets (topic `TOPIC_PROGRESS`) to the caller about every
+   `HEARTBEAT_INTERVAL` seconds; the bridge treats their absence as a dead worker.
+3. The RPC response is a `ConverseOk` or `ConverseFailed`; if it does not fit, the response is a `StreamedBody`
+   stub and the full body follows as a text stream on `TOPIC_RESPONSE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+RPC_CONVERSE = "voice-mcp.converse"
+RPC_PING = "voice-mcp.ping"
+TOPIC_MESSAGE = "voice-mcp.message"
+TOPIC_RESPONSE = "voice-mcp.response"
+TOPIC_PROGRESS = "voice-mcp.progress"
+ATTR_REQUEST_ID = "voice-mcp.request_id"
+ATTR_ROLE = "voice-mcp.role"
+"""Participant attribute naming a voice-mcp participant's role (`bridge` or `worker`)."""
+WORKER_IDENTITY_PREFIX = "voice-mcp-agent-"
+"""The worker joins rooms as `<prefix><job id>`, so the bridge can tell it from users without server help."""
+
+RPC_PAYLOAD_LIMIT = 15 * 1024
+MAX_INLINE_BYTES = RPC_PAYLOAD_LIMIT - 1024
+"""Largest JSON body sent inline; the rest of the limit is headroom for the SDK's envelope."""
+HEARTBEAT_INTERVAL = 1.0
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --- requests ----------------------------------------------------------------------------------------------------
+
+
+class ListenParams(BaseModel):
+    max_seconds: float = Field(120.0, gt=0)
+    min_seconds: float = Field(2.0, ge=0)
+    silence_ms: int = Field(1000, ge=100)
+    silence_detection: bool = True
+    language: str = "en"
+
+
+class SpeakParams(BaseModel):
+    voice: str | None = None
+    speed: float | None = Field(None, gt=0.25, le=4.0)
+
+
+class ConverseCall(BaseModel):
+    """RPC `voice-mcp.converse` request."""
+
+    v: int = PROTOCOL_VERSION
+    id: str = Field(default_factory=new_request_id)
+    message: str | None = Field(None, description="The text to speak; None when it travels as a data stream.")
+    message_stream: bool = False
+    message_chars: int = Field(0, ge=0, description="Length of the message, to check a streamed one arrived whole.")
+    wait_for_response: bool = True
+    listen: ListenParams = Field(default_factory=ListenParams)
+    speak: SpeakParams = Field(default_factory=SpeakParams)
+
+
+class PingCall(BaseModel):
+    """RPC `voice-mcp.ping` request."""
+
+    v: int = PROTOCOL_VERSION
+
+
+# --- responses ---------------------------------------------------------------------------------------------------
+
+
+class Utterance(BaseModel):
+    """One complete user turn, as the worker's session finalised it."""
+
+    text: str
+    source: Literal["voice", "text"] = "voice"
+    received_at: float = Field(default_factory=time.time, description="Unix time the turn was complete.")
+    started_speaking_at: float | None = None
+    stopped_speaking_at: float | None = None
+    transcription_delay_ms: float | None = None
+    answered_by_llm: bool = Field(False, description="The worker's LLM already answered this turn.")
+
+
+class WireTimings(BaseModel):
+    first_audio_ms: float | None = None
+    speak_ms: float | None = None
+    listen_ms: float | None = None
+    end_of_speech_to_result_ms: float | None = None
+    stt_ms: float | None = None
+
+
+class ConverseOk(BaseModel):
+    v: int = PROTOCOL_VERSION
+    id: str
+    status: Literal["ok"] = "ok"
+    reply: Utterance | None = Field(None, description="What the user said after (or over) this message.")
+    earlier: list[Utterance] = Field(
+        default_factory=list, description="Turns completed while no converse call was waiting, oldest first."
+    )
+    heard_speech: bool
+    interrupted: bool = False
+    ended_by: Literal["silence", "max_duration", "not_waiting", "queued"] = "silence"
+    timings: WireTimings = Field(default_factory=WireTimings)
+    stt_provider: str | None = None
+    tts_provider: str | None = None
+
+
+ErrorCode = Literal[
+    "busy", "no_user", "bad_request", "unsupported_version", "message_missing", "speech_failed", "internal"
+]
+
+
+class ConverseFailed(BaseModel):
+    v: int = PROTOCOL_VERSION
+    id: str
+    status: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    hint: str = ""
+
+
+class StreamedBody(BaseModel):
+    """Stub RPC response: the real `ConverseOk`/`ConverseFailed` follows on `TOPIC_RESPONSE`."""
+
+    v: int = PROTOCOL_VERSION
+    id: str
+    status: Literal["streamed"] = "streamed"
+    chars: int
+
+
+ConverseResponse = Annotated[ConverseOk | ConverseFailed, Field(discriminator="status")]
+RpcResponse = Annotated[ConverseOk | ConverseFailed | StreamedBody, Field(discriminator="status")]
+converse_response_adapter: TypeAdapter[ConverseOk | ConverseFailed] = TypeAdapter(ConverseResponse)
+rpc_response_adapter: TypeAdapter[ConverseOk | ConverseFailed | StreamedBody] = TypeAdapter(RpcResponse)
+
+
+class PingReply(BaseModel):
+    v: int = PROTOCOL_VERSION
+    agent_name: str
+    user_identity: str | None = Field(None, description="The user participant the session listens to.")
+    busy: bool = False
+    queued: int = Field(0, description="Turns waiting for the next converse call.")
+    stt_provider: str | None = None
+    tts_provider: str | None = None
+    llm: str | None = None
+
+
+Stage = Literal["received", "speaking", "listening", "transcribing", "done"]
+
+
+class Progress(BaseModel):
+    v: int = PROTOCOL_VERSION
+    id: str
+    seq: int
+    stage: Stage
+    detail: str = ""
+    elapsed_ms: float = 0.0
+
+
+# --- encoding: inline when it fits, data stream when not ---------------------------------------------------------
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def encode_call(call: ConverseCall) -> tuple[str, str | None]:
+    """The RPC payload for `call`, and the message text to send as a stream first (None when inline)."""
+    message = call.message or ""
+    inline = call.model_copy(update={"message_stream": False, "message_chars": len(message)})
+    payload = inline.model_dump_json()
+    if utf8_len(payload) <= MAX_INLINE_BYTES:
+        return payload, None
+    stub = call.model_copy(update={"message": None, "message_stream": True, "message_chars": len(message)})
+    return stub.model_dump_json(), message
+
+
+def encode_response(response: ConverseOk | ConverseFailed) -> tuple[str, str | None]:
+    """The RPC response payload, and the full body to send as a stream (None when it fits inline)."""
+    body = response.model_dump_json()
+    if utf8_len(body) <= MAX_INLINE_BYTES:
+        return body, None
+    return StreamedBody(id=response.id, chars=len(body)).model_dump_json(), body
+
+
+class ProtocolError(ValueError):
+    """A peer sent something this protocol version cannot read."""
+
+
+def decode_call(payload: str) -> ConverseCall:
+    try:
+        call = ConverseCall.model_validate_json(payload)
+    except ValueError as exc:
+        raise ProtocolError(f"unreadable converse call: {exc}") from exc
+    if call.v != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {call.v} is not supported (this side speaks {PROTOCOL_VERSION})")
+    if call.message is None and not call.message_stream:
+        raise ProtocolError("converse call has neither a message nor message_stream=true")
+    return call
+
+
+def decode_rpc_response(payload: str) -> ConverseOk | ConverseFailed | StreamedBody:
+    try:
+        return rpc_response_adapter.validate_json(payload)
+    except ValueError as exc:
+        raise ProtocolError(f"unreadable converse response: {exc}") from exc
+
+
+def decode_response_body(body: str) -> ConverseOk | ConverseFailed:
+    try:
+        return converse_response_adapter.validate_json(body)
+    except ValueError as exc:
+        raise ProtocolError(f"unreadable streamed converse response: {exc}") from exc
+
+
+class StreamInbox:
+    """Matches text-stream bodies to request ids, whichever of body and request arrives first.
+
+    Bounded: it keeps at most `capacity` unclaimed bodies and forgets the oldest first, so a peer that sends
+    streams nobody asks for cannot grow it without limit.
+    """
+
+    def __init__(self, capacity: int = 32) -> None:
+        self._capacity = capacity
+        self._slots: OrderedDict[str, asyncio.Future[str]] = OrderedDict()
+
+    def _slot(self, request_id: str) -> asyncio.Future[str]:
+        slot = self._slots.get(request_id)
+        if slot is None:
+            slot = asyncio.get_running_loop().create_future()
+            self._slots[request_id] = slot
+            while len(self._slots) > self._capacity:
+                _, dropped = self._slots.popitem(last=False)
+                dropped.cancel()
+        return slot
+
+    def deliver(self, request_id: str, body: str) -> None:
+        slot = self._slot(request_id)
+        if not slot.done():
+            slot.set_result(body)
+
+    def fail(self, request_id: str, error: BaseException) -> None:
+        slot = self._slot(request_id)
+        if not slot.done():
+            slot.set_exception(error)
+
+    async def receive(self, request_id: str, within: float) -> str:
+        """The body for `request_id`; raises TimeoutError when it does not arrive `within` seconds."""
+        slot = self._slot(request_id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(slot), within)
+        finally:
+            self._slots.pop(request_id, None)
+            if not slot.done():
+                slot.cancel()
+
+    def discard(self, request_id: str) -> None:
+        slot = self._slots.pop(request_id, None)
+        if slot is not None and not slot.done():
+            slot.cancel()
+
+    def __len__(self) -> int:
+        return len(self._slots)
