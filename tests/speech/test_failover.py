@@ -1,0 +1,111 @@
+"""Failover through livekit's FallbackAdapters: order respected, the label names who answered, no hangs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from livekit import rtc
+from livekit.agents import APIConnectionError, stt, tts
+
+from agent.speech import build_stt, build_tts, provider_label, provider_labels
+
+from .conftest import SENTENCE, make_settings
+from .openai_compatible_server import OpenAICompatibleServer, closed_port_url
+from .test_roundtrip import wer
+
+HANG_GUARD = 120  # seconds; only there to turn a hang into a failure, not a performance limit
+
+
+async def test_stt_dead_url_fails_over_to_embedded(piper_sentence: rtc.AudioFrame) -> None:
+    dead = closed_port_url()
+    adapter = build_stt(make_settings(stt=[dead, "faster-whisper"], provider_timeout=2))
+    assert isinstance(adapter, stt.FallbackAdapter)
+    assert provider_labels(adapter) == [dead, "faster-whisper"]
+    try:
+        event = await asyncio.wait_for(adapter.recognize(piper_sentence), HANG_GUARD)
+    finally:
+        await adapter.aclose()
+
+    assert wer(SENTENCE, event.alternatives[0].text) <= 0.15
+    assert provider_label(adapter) == "faster-whisper"
+
+
+async def test_stt_server_error_fails_over_in_order(
+    openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
+) -> None:
+    async with OpenAICompatibleServer(stt=openai_server.stt, fail_with=500) as broken:
+        adapter = build_stt(make_settings(stt=[broken.base_url, openai_server.base_url, "faster-whisper"]))
+        availability: list[tuple[str, bool]] = []
+        adapter.on("stt_availability_changed", lambda ev: availability.append((provider_label(ev.stt), ev.available)))
+        try:
+            event = await asyncio.wait_for(adapter.recognize(piper_sentence), HANG_GUARD)
+        finally:
+            await adapter.aclose()
+
+        assert wer(SENTENCE, event.alternatives[0].text) <= 0.15
+        assert provider_label(adapter) == openai_server.base_url  # the second entry, not the embedded third
+        assert broken.requests[0] == ("POST", "/v1/audio/transcriptions")  # the first entry was asked first
+        assert availability[0] == (broken.base_url, False)
+
+
+async def test_stt_first_provider_answers_when_healthy(
+    openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
+) -> None:
+    adapter = build_stt(make_settings(stt=[openai_server.base_url, "faster-whisper"]))
+    try:
+        await adapter.recognize(piper_sentence)
+    finally:
+        await adapter.aclose()
+    assert provider_label(adapter) == openai_server.base_url
+
+
+async def test_stt_all_failing_raises() -> None:
+    adapter = build_stt(make_settings(stt=[closed_port_url(), closed_port_url()], provider_timeout=2))
+    silence = rtc.AudioFrame(b"\0\0" * 16000, 16000, 1, 16000)
+    try:
+        with pytest.raises(APIConnectionError):
+            await asyncio.wait_for(adapter.recognize(silence), HANG_GUARD)
+    finally:
+        await adapter.aclose()
+
+
+async def test_tts_dead_url_fails_over_to_piper() -> None:
+    dead = closed_port_url()
+    adapter = build_tts(make_settings(tts=[dead, "piper", "espeak"], provider_timeout=2))
+    assert isinstance(adapter, tts.FallbackAdapter)
+    try:
+        frame = await asyncio.wait_for(adapter.synthesize("Good morning.").collect(), HANG_GUARD)
+    finally:
+        await adapter.aclose()
+
+    assert frame.duration > 0.3
+    assert frame.sample_rate == adapter.sample_rate == 24000  # highest rate among providers (the URL's)
+    assert provider_label(adapter) == "piper"
+
+
+async def test_tts_order_respected_and_server_error_skipped(openai_server: OpenAICompatibleServer) -> None:
+    async with OpenAICompatibleServer(tts=openai_server.tts, fail_with=500) as broken:
+        adapter = build_tts(make_settings(tts=[broken.base_url, "espeak", "piper"]))
+        try:
+            await asyncio.wait_for(adapter.synthesize("Good morning.").collect(), HANG_GUARD)
+        finally:
+            await adapter.aclose()
+        assert ("POST", "/v1/audio/speech") in broken.requests
+        assert provider_label(adapter) == "espeak"
+
+    adapter = build_tts(make_settings(tts=["piper", "espeak"]))
+    try:
+        await adapter.synthesize("Good morning.").collect()
+    finally:
+        await adapter.aclose()
+    assert provider_label(adapter) == "piper"
+
+
+async def test_tts_all_failing_raises() -> None:
+    adapter = build_tts(make_settings(tts=[closed_port_url(), closed_port_url()], provider_timeout=2))
+    try:
+        with pytest.raises(APIConnectionError):
+            await asyncio.wait_for(adapter.synthesize("Hello.").collect(), HANG_GUARD)
+    finally:
+        await adapter.aclose()

@@ -1,0 +1,76 @@
+"""Silero VAD on real synthesised speech padded with silence."""
+
+from __future__ import annotations
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import vad as lk_vad
+from livekit.plugins import silero
+
+from agent.speech import build_vad, tune_vad
+from agent.speech.vad import activation_threshold
+
+from .conftest import make_settings
+
+INFERENCE_RATE = 16000
+
+
+def padded(frame: rtc.AudioFrame, *, before: float, after: float, gap_copy: float | None = None) -> np.ndarray:
+    """`before` s of silence, the speech (twice with `gap_copy` s between, if given), `after` s of silence."""
+    sr = frame.sample_rate
+    speech = np.frombuffer(frame.data, dtype=np.int16)
+    parts = [np.zeros(int(sr * before), np.int16), speech]
+    if gap_copy is not None:
+        parts += [np.zeros(int(sr * gap_copy), np.int16), speech]
+    parts.append(np.zeros(int(sr * after), np.int16))
+    return np.concatenate(parts)
+
+
+async def run_vad(vad: silero.VAD, samples: np.ndarray, sample_rate: int) -> list[lk_vad.VADEvent]:
+    stream = vad.stream()
+    step = sample_rate // 50  # 20 ms frames, as a microphone or a LiveKit track delivers them
+    for i in range(0, samples.size, step):
+        chunk = samples[i : i + step]
+        stream.push_frame(rtc.AudioFrame(chunk.tobytes(), sample_rate, 1, chunk.size))
+    stream.end_input()
+    events = [ev async for ev in stream if ev.type != lk_vad.VADEventType.INFERENCE_DONE]
+    await stream.aclose()
+    return events
+
+
+async def test_speech_is_bracketed_by_start_and_end(piper_sentence: rtc.AudioFrame) -> None:
+    settings = make_settings(silence_ms=500)
+    audio = padded(piper_sentence, before=1.0, after=2.0)
+
+    events = await run_vad(build_vad(settings), audio, piper_sentence.sample_rate)
+
+    assert [e.type for e in events] == [lk_vad.VADEventType.START_OF_SPEECH, lk_vad.VADEventType.END_OF_SPEECH]
+    start, end = events
+    speech_end = 1.0 + piper_sentence.duration
+    assert 0.9 <= start.samples_index / INFERENCE_RATE <= 1.5
+    # END fires once `silence_ms` of silence followed the speech
+    assert speech_end - 0.5 <= end.samples_index / INFERENCE_RATE - end.silence_duration <= speech_end + 0.1
+    assert 0.45 <= end.silence_duration <= 0.7
+    assert end.speech_duration >= piper_sentence.duration - 0.6
+    assert sum(f.duration for f in end.frames) >= end.speech_duration  # the utterance itself, for the STT
+
+
+async def test_silence_setting_decides_whether_a_pause_ends_the_turn(piper_sentence: rtc.AudioFrame) -> None:
+    audio = padded(piper_sentence, before=0.5, after=2.0, gap_copy=0.9)
+    vad = build_vad(make_settings(silence_ms=400))
+
+    short = await run_vad(vad, audio, piper_sentence.sample_rate)
+    tune_vad(vad, silence_ms=1500)  # per-call change on the same VAD, no model reload
+    long = await run_vad(vad, audio, piper_sentence.sample_rate)
+
+    ends = lk_vad.VADEventType.END_OF_SPEECH
+    assert [e.type for e in short].count(ends) == 2  # the 0.9 s pause ended the first utterance
+    assert [e.type for e in long].count(ends) == 1  # with 1.5 s it is one utterance
+    assert vad.min_silence_duration == 1.5
+
+
+def test_aggressiveness_maps_to_activation_threshold() -> None:
+    thresholds = [activation_threshold(level) for level in range(4)]
+    assert thresholds == sorted(thresholds) and len(set(thresholds)) == 4
+    assert build_vad(make_settings(vad_aggressiveness=3))._opts.activation_threshold == thresholds[3]
+    assert build_vad(make_settings(), aggressiveness=0)._opts.activation_threshold == thresholds[0]
