@@ -1,0 +1,242 @@
+"""Listening for the user's reply: microphone → VAD → endpointing → STT.
+
+The listener runs from the moment the microphone opens (while the assistant may still be speaking) until the
+user's turn has ended and been transcribed. It records the microphone, feeds the shared VAD (only its per-window
+speech probabilities are used, so the shared VAD object is never reconfigured), lets an `Endpointer` decide when
+speech starts and the turn ends, and transcribes the speech with a little pre-roll so the first syllable is kept.
+
+Early transcription: when the user pauses, the speech so far is transcribed at once. If the user does not resume
+and the turn ends, that transcript is the answer and the user waits only for the end-of-turn silence; if they go
+on, it is discarded. If STT fails, the reply is saved as a WAV file and `TranscriptionFailed` names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from livekit.agents import vad as lk_vad
+
+from mcp_bridge.models import ProviderError, TranscriptionFailed, VoiceError
+
+from .endpointing import EndpointConfig, Endpointer, Event, Pause, Resumed, SpeechStarted, TurnEnded
+from .microphone import Microphone
+from .recording import Recording, save_wav
+from .transcriber import SttFailure, Transcriber, Transcript
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What one listening turn produced. Wall times are `time.perf_counter()` values."""
+
+    heard_speech: bool
+    text: str
+    ended_by: Literal["silence", "max_duration"]
+    barge_in: bool
+    """Speech started while the assistant was still speaking."""
+    listen_started: float | None
+    speech_ended: float | None
+    turn_ended: float
+    result_ready: float
+    stt_ms: float | None
+    early_transcript: bool
+    audio_seconds: float
+
+
+@dataclass
+class _Early:
+    speech_end: float
+    task: asyncio.Task[Transcript]
+
+
+class Listener:
+    def __init__(
+        self,
+        mic: Microphone,
+        vad: lk_vad.VAD,
+        transcriber: Transcriber,
+        config: EndpointConfig,
+        *,
+        recordings_dir: Path,
+        on_speech_started: Callable[[SpeechStarted], None] | None = None,
+        early_transcription: bool = True,
+        preroll: float = 0.4,
+        tail: float = 0.25,
+    ) -> None:
+        self._mic = mic
+        self._vad = vad
+        self._transcriber = transcriber
+        self._endpointer = Endpointer(config)
+        self._recordings_dir = recordings_dir
+        self._on_speech_started = on_speech_started
+        self._early_enabled = early_transcription
+        self._preroll = preroll
+        self._tail = min(tail, config.pause)
+        self._recording: Recording | None = None
+        self._early: _Early | None = None
+        self._ended = asyncio.Event()
+        self._listen_started_wall: float | None = None
+        self._barge_in = False
+        self.speech_started = asyncio.Event()
+
+    # --- control from the transport -----------------------------------------------------------------------------
+
+    def start_listening(self) -> None:
+        """The assistant finished speaking: from now on the listening window (max/min seconds) runs."""
+        if self._endpointer.listen_start is None:
+            self._endpointer.start_listening(self._mic.audio_time)
+            self._listen_started_wall = time.perf_counter()
+
+    @property
+    def turn_ended(self) -> asyncio.Event:
+        """Set as soon as the turn is over (before transcription), e.g. to play the "stopped listening" cue."""
+        return self._ended
+
+    # --- the turn -----------------------------------------------------------------------------------------------
+
+    async def run(self) -> Heard:
+        vad_stream = self._vad.stream()
+        feeder = asyncio.create_task(self._feed(vad_stream), name="voice-mcp-mic-feed")
+        detector = asyncio.create_task(self._detect(vad_stream), name="voice-mcp-vad")
+        ended = asyncio.create_task(self._ended.wait())
+        try:
+            done, _ = await asyncio.wait({feeder, detector, ended}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (feeder, detector):
+                if task in done and task.exception() is not None:
+                    raise _as_voice_error(task.exception())
+            if ended not in done:
+                raise ProviderError("Voice activity detection stopped unexpectedly.", "Try again.")
+        finally:
+            for task in (feeder, detector, ended):
+                task.cancel()
+            await asyncio.gather(feeder, detector, ended, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await vad_stream.aclose()
+        return await self._finish()
+
+    async def _feed(self, vad_stream: lk_vad.VADStream) -> None:
+        while True:
+            mic = await self._mic.read()
+            if self._recording is None:
+                self._recording = Recording(mic.frame.sample_rate)
+            self._recording.append(mic)
+            vad_stream.push_frame(mic.frame)
+            self._handle(self._endpointer.tick(mic.time + mic.frame.duration))
+
+    async def _detect(self, vad_stream: lk_vad.VADStream) -> None:
+        last = 0.0
+        async for event in vad_stream:
+            if event.type != lk_vad.VADEventType.INFERENCE_DONE:
+                continue
+            window = max(1e-3, event.timestamp - last)
+            last = event.timestamp
+            self._handle(self._endpointer.observe(event.timestamp, event.probability, window))
+
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                log.debug("speech started at %.2f s (during playback: %s)", event.onset, event.during_playback)
+                if self._recording is not None:
+                    self._recording.pinned_from = event.onset - self._preroll
+                if self._listen_started_wall is None and self._recording is not None:
+                    self._listen_started_wall = self._recording.wall_at(event.onset)
+                self._barge_in = event.during_playback
+                self.speech_started.set()
+                if self._on_speech_started is not None:
+                    self._on_speech_started(event)
+            elif isinstance(event, Pause):
+                self._start_early(event.speech_end)
+            elif isinstance(event, Resumed):
+                log.debug("speech resumed at %.2f s", event.at)
+            elif isinstance(event, TurnEnded):
+                log.debug("turn ended at %.2f s by %s", event.at, event.reason)
+                self._ended.set()
+
+    def _speech_clip(self, speech_end: float) -> np.ndarray:
+        assert self._recording is not None and self._endpointer.onset is not None
+        start = max(0.0, self._endpointer.onset - self._preroll)
+        end = min(speech_end + self._tail, self._recording.end_time)
+        return self._recording.clip(start, end)
+
+    def _start_early(self, speech_end: float) -> None:
+        if not self._early_enabled or self._recording is None:
+            return
+        if self._early is not None and not self._early.task.done():
+            return  # one early transcription at a time: the CPU is shared with the user's next words
+        samples = self._speech_clip(speech_end)
+        rate = self._recording.sample_rate
+        task = asyncio.create_task(self._transcriber.transcribe(samples, rate), name="voice-mcp-early-stt")
+        task.add_done_callback(_consume_exception)
+        self._early = _Early(speech_end, task)
+
+    async def _finish(self) -> Heard:
+        ep = self._endpointer
+        assert ep.ended is not None
+        turn_end_wall = time.perf_counter()
+        recording = self._recording
+        rate = recording.sample_rate if recording is not None else 16000
+        if not ep.heard_speech or recording is None or ep.speech_end is None:
+            self._discard_early()
+            return Heard(
+                heard_speech=False, text="", ended_by=ep.ended.reason, barge_in=False,
+                listen_started=self._listen_started_wall, speech_ended=None, turn_ended=turn_end_wall,
+                result_ready=time.perf_counter(), stt_ms=None, early_transcript=False, audio_seconds=0.0,
+            )
+        speech_end = ep.speech_end
+        speech_end_wall = recording.wall_at(speech_end)
+        samples = self._speech_clip(speech_end)
+        transcript: Transcript | None = None
+        early_used = False
+        early = self._early
+        if early is not None and early.speech_end == speech_end:
+            try:
+                transcript = await early.task
+                early_used = True
+            except (SttFailure, asyncio.CancelledError) as exc:
+                log.info("early transcription failed (%s); transcribing again", exc)
+        else:
+            self._discard_early()
+        if transcript is None:
+            try:
+                transcript = await self._transcriber.transcribe(samples, rate)
+            except SttFailure as exc:
+                path = save_wav(samples, rate, self._recordings_dir)
+                raise TranscriptionFailed(
+                    "Your reply was recorded but could not be transcribed.",
+                    f"{exc}. Check the STT provider (VOICE_MCP_STT).",
+                    audio_path=path,
+                ) from None
+        return Heard(
+            heard_speech=True, text=transcript.text, ended_by=ep.ended.reason, barge_in=self._barge_in,
+            listen_started=self._listen_started_wall, speech_ended=speech_end_wall, turn_ended=turn_end_wall,
+            result_ready=time.perf_counter(), stt_ms=transcript.stt_ms, early_transcript=early_used,
+            audio_seconds=transcript.audio_seconds,
+        )
+
+    def _discard_early(self) -> None:
+        if self._early is not None and not self._early.task.done():
+            self._early.task.cancel()
+        self._early = None
+
+
+def _consume_exception(task: asyncio.Task[Transcript]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _as_voice_error(exc: BaseException | None) -> BaseException:
+    if exc is None:
+        return ProviderError("Listening failed.", "Try again.")
+    if isinstance(exc, VoiceError):
+        return exc
+    log.warning("listening failed: %r", exc)
+    return ProviderError(f"Listening failed: {exc}.", "Try again; if it persists, run with VOICE_MCP_DEBUG=1.")

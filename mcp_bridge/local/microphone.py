@@ -1,0 +1,180 @@
+"""The microphone: a sounddevice input stream delivering cleaned 10 ms frames to asyncio.
+
+PortAudio calls `_callback` on its own thread with exactly 10 ms of audio; the frame goes through the echo
+canceller there and is handed to the event loop with `call_soon_threadsafe`. Every frame carries its position on
+the microphone's own clock (`MicFrame.time`, seconds of audio since the stream started) and the wall-clock moment
+it arrived, so listening decisions are made in audio time and reported in wall time.
+
+A device that fails to open, reports an error, or stops delivering audio (no callback for `stall_timeout` seconds;
+the first audio may take `start_timeout`) makes `read()` raise `AudioDeviceError` instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+from mcp_bridge.models import AudioDeviceError
+
+from . import devices
+from .devices import Device
+from .echo import EchoCanceller
+
+log = logging.getLogger(__name__)
+
+PREFERRED_RATES = (16000, 48000, 32000, 24000, 44100)
+
+
+@dataclass(frozen=True)
+class MicFrame:
+    frame: rtc.AudioFrame
+    time: float
+    """Start of this frame in seconds of microphone audio since the stream started."""
+    wall: float
+    """`time.perf_counter()` when the frame arrived."""
+
+
+class Microphone:
+    def __init__(
+        self,
+        device: Device,
+        *,
+        echo: EchoCanceller | None = None,
+        stall_timeout: float = 3.0,
+        start_timeout: float = 10.0,
+    ) -> None:
+        self.device = device
+        self._echo = echo
+        self._stall_timeout = stall_timeout
+        self._start_timeout = start_timeout
+        self.sample_rate = 0
+        self._stream: Any = None
+        self._queue: asyncio.Queue[MicFrame] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._samples = 0
+        self._opened_at = 0.0
+        self._last_callback = 0.0
+        self._error: AudioDeviceError | None = None
+        self._closing = False
+
+    @property
+    def audio_time(self) -> float:
+        """Seconds of audio delivered so far."""
+        return self._samples / self.sample_rate if self.sample_rate else 0.0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._open)
+        self._opened_at = time.perf_counter()
+
+    def _open(self) -> None:
+        sd = devices.sounddevice()
+        self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
+        try:
+            stream = sd.InputStream(
+                device=self.device.index,
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=self.sample_rate // 100,
+                callback=self._callback,
+                finished_callback=self._finished,
+            )
+            stream.start()
+        except Exception as exc:
+            raise devices.open_failed(self.device, exc) from None
+        devices.stream_opened()
+        self._stream = stream
+
+    def _callback(self, indata: np.ndarray, frames: int, times: Any, status: Any) -> None:
+        now = time.perf_counter()
+        self._last_callback = now
+        if status and status.input_overflow:
+            log.debug("microphone overflow: %s", status)
+        frame = rtc.AudioFrame(bytearray(indata[:, 0].tobytes()), self.sample_rate, 1, frames)
+        if self._echo is not None:
+            try:
+                self._echo.set_input_delay(times.currentTime - times.inputBufferAdcTime)
+            except Exception:
+                pass
+            self._echo.process_capture(frame)
+        mic_frame = MicFrame(frame, self._samples / self.sample_rate, now)
+        self._samples += frames
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._queue.put_nowait, mic_frame)
+            except RuntimeError:  # loop closed between the check and the call
+                pass
+
+    def _finished(self) -> None:
+        if not self._closing:
+            self._fail("the audio stream ended unexpectedly")
+
+    def _fail(self, problem: str) -> None:
+        if self._error is None:
+            self._error = devices.failed_in_use(self.device, problem)
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(lambda: None)  # wake the loop; read() polls the error
+                except RuntimeError:
+                    pass
+
+    def _check_health(self) -> None:
+        if self._error is not None:
+            raise self._error
+        now = time.perf_counter()
+        if self._last_callback == 0.0:
+            if now - self._opened_at > self._start_timeout:
+                self._fail(f"no audio arrived within {self._start_timeout:.0f} s of opening it")
+        elif now - self._last_callback > self._stall_timeout:
+            self._fail(f"no audio for {now - self._last_callback:.1f} s")
+        if self._error is not None:
+            raise self._error
+
+    async def read(self) -> MicFrame:
+        """The next frame. Raises `AudioDeviceError` when the device failed or stalled."""
+        while True:
+            self._check_health()
+            if self._stream is None:
+                raise devices.failed_in_use(self.device, "the microphone is not open")
+            try:
+                return await asyncio.wait_for(self._queue.get(), timeout=0.25)
+            except TimeoutError:
+                continue
+
+    def drain(self) -> list[MicFrame]:
+        """Frames already delivered and not yet read."""
+        frames: list[MicFrame] = []
+        while not self._queue.empty():
+            frames.append(self._queue.get_nowait())
+        return frames
+
+    async def aclose(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        self._closing = True
+        try:  # a wedged driver must not hang the conversation; the thread is left to finish on its own
+            await asyncio.wait_for(asyncio.to_thread(_close_stream, stream), timeout=5.0)
+        except TimeoutError:
+            log.warning("closing the microphone %s timed out", self.device)
+        devices.stream_closed()
+
+
+def _close_stream(stream: Any) -> None:
+    try:
+        stream.abort()
+    except Exception:
+        pass
+    try:
+        stream.close()
+    except Exception:
+        pass

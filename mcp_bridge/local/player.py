@@ -1,0 +1,245 @@
+"""The speaker: plays audio frames through a sounddevice output stream, and can be silenced at once.
+
+Frames of any rate are resampled (`rtc.AudioResampler`) to the device rate and queued; PortAudio's callback thread
+takes 10 ms at a time, sends it to the speaker and hands the same 10 ms to the echo canceller's reverse stream (so
+the microphone can subtract it). `first_audio_at` records when the first real sample left for the speaker (plus the
+device's reported output latency). `stop()` drops everything queued, for barge-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+
+from . import devices
+from .devices import Device
+from .echo import EchoCanceller
+
+log = logging.getLogger(__name__)
+
+PREFERRED_RATES = (48000, 24000, 44100, 32000, 16000)
+
+
+class Player:
+    def __init__(self, device: Device, *, echo: EchoCanceller | None = None, stall_timeout: float = 3.0,
+                 start_timeout: float = 10.0) -> None:
+        self.device = device
+        self._echo = echo
+        self._stall_timeout = stall_timeout
+        self._start_timeout = start_timeout
+        self.sample_rate = 0
+        self._stream: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._chunks: collections.deque[np.ndarray] = collections.deque()
+        self._offset = 0  # samples of _chunks[0] already played
+        self._queued = 0  # samples queued and not yet played
+        self._ended = False
+        self._stopped = False
+        self._drained = asyncio.Event()
+        self._resamplers: dict[tuple[int, int], rtc.AudioResampler] = {}
+        self._generation = 0
+        self._opened_at = 0.0
+        self._last_callback = 0.0
+        self._closing = False
+        self._error: str | None = None
+        self.first_audio_at: float | None = None
+        self.played_samples = 0
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._open)
+        self._opened_at = time.perf_counter()
+
+    def _open(self) -> None:
+        sd = devices.sounddevice()
+        self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
+        try:
+            stream = sd.OutputStream(
+                device=self.device.index,
+                samplerate=self.sample_rate,
+                channels=1,
+                dtype="int16",
+                blocksize=self.sample_rate // 100,
+                callback=self._callback,
+                finished_callback=self._finished,
+            )
+            stream.start()
+        except Exception as exc:
+            raise devices.open_failed(self.device, exc) from None
+        devices.stream_opened()
+        self._stream = stream
+
+    # --- feeding ------------------------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start a new piece of audio (after `stop()` or a finished piece)."""
+        with self._lock:
+            self._stopped = False
+            self._ended = False
+            self._generation += 1
+        self._drained.clear()
+
+    def push(self, frame: rtc.AudioFrame) -> None:
+        """Queue a frame (any rate, any channel count). Ignored after `stop()` until `begin()`."""
+        if self._stopped:
+            return
+        for out in self._resample(frame):
+            samples = np.frombuffer(out.data, dtype=np.int16)
+            if out.num_channels > 1:
+                samples = samples.reshape(-1, out.num_channels).mean(axis=1).astype(np.int16)
+            if samples.size:
+                with self._lock:
+                    if self._stopped:
+                        return
+                    self._chunks.append(samples.copy())
+                    self._queued += samples.size
+
+    def _resample(self, frame: rtc.AudioFrame) -> list[rtc.AudioFrame]:
+        if frame.sample_rate == self.sample_rate:
+            return [frame]
+        key = (frame.sample_rate, frame.num_channels)
+        resampler = self._resamplers.get(key)
+        if resampler is None:
+            resampler = rtc.AudioResampler(frame.sample_rate, self.sample_rate, num_channels=frame.num_channels)
+            self._resamplers[key] = resampler
+        return resampler.push(frame)
+
+    def end(self) -> None:
+        """No more audio for this piece: flush the resamplers; `wait_done()` returns once it has played."""
+        for resampler in self._resamplers.values():
+            for out in resampler.flush():
+                self.push(out)
+        self._resamplers.clear()
+        with self._lock:
+            self._ended = True
+            empty = self._queued == 0
+        if empty:
+            self._drained.set()
+
+    def stop(self) -> float:
+        """Silence the speaker now (barge-in). Returns the seconds of queued audio that were dropped."""
+        with self._lock:
+            dropped = self._queued
+            self._chunks.clear()
+            self._offset = 0
+            self._queued = 0
+            self._stopped = True
+            self._ended = True
+        self._resamplers.clear()
+        self._drained.set()
+        return dropped / self.sample_rate if self.sample_rate else 0.0
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    @property
+    def pending_seconds(self) -> float:
+        return self._queued / self.sample_rate if self.sample_rate else 0.0
+
+    async def wait_done(self) -> None:
+        """Until the current piece has played (or was stopped). Raises `AudioDeviceError` if the device stalls."""
+        while True:
+            self._check_health()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout=0.25)
+                return
+            except TimeoutError:
+                continue
+
+    def _check_health(self) -> None:
+        if self._error is None:
+            now = time.perf_counter()
+            if self._last_callback == 0.0:
+                if now - self._opened_at > self._start_timeout:
+                    self._error = f"it did not start playing within {self._start_timeout:.0f} s"
+            elif now - self._last_callback > self._stall_timeout:
+                self._error = f"it stopped taking audio for {now - self._last_callback:.1f} s"
+        if self._error is not None:
+            raise devices.failed_in_use(self.device, self._error)
+
+    # --- PortAudio thread ---------------------------------------------------------------------------------------
+
+    def _callback(self, outdata: np.ndarray, frames: int, times: Any, status: Any) -> None:
+        now = time.perf_counter()
+        self._last_callback = now
+        out = outdata[:, 0]
+        written = 0
+        with self._lock:
+            while written < frames and self._chunks:
+                chunk = self._chunks[0]
+                take = min(frames - written, chunk.size - self._offset)
+                out[written:written + take] = chunk[self._offset:self._offset + take]
+                written += take
+                self._offset += take
+                if self._offset >= chunk.size:
+                    self._chunks.popleft()
+                    self._offset = 0
+            self._queued -= written
+            finished = self._ended and self._queued == 0
+            generation = self._generation
+        out[written:] = 0
+        if written:
+            self.played_samples += written
+            if self.first_audio_at is None:
+                latency = times.outputBufferDacTime - times.currentTime
+                self.first_audio_at = now + (latency if 0.0 <= latency < 1.0 else 0.0)
+        if self._echo is not None:
+            try:
+                self._echo.set_output_delay(times.outputBufferDacTime - times.currentTime)
+            except Exception:
+                pass
+            step = self.sample_rate // 100
+            for start in range(0, frames - step + 1, step):
+                render = rtc.AudioFrame(bytearray(out[start:start + step].tobytes()), self.sample_rate, 1, step)
+                self._echo.process_render(render)
+        if finished and not self._drained.is_set():
+            self._notify(lambda: self._set_drained(generation))
+
+    def _set_drained(self, generation: int) -> None:
+        if generation == self._generation:
+            self._drained.set()
+
+    def _notify(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn)
+            except RuntimeError:
+                pass
+
+    def _finished(self) -> None:
+        if not self._closing and self._error is None:
+            self._error = "the audio stream ended unexpectedly"
+
+    async def aclose(self) -> None:
+        stream, self._stream = self._stream, None
+        self.stop()
+        if stream is None:
+            return
+        self._closing = True
+        try:
+            await asyncio.wait_for(asyncio.to_thread(_close_stream, stream), timeout=5.0)
+        except TimeoutError:
+            log.warning("closing the speaker %s timed out", self.device)
+        devices.stream_closed()
+
+
+def _close_stream(stream: Any) -> None:
+    try:
+        stream.abort()
+    except Exception:
+        pass
+    try:
+        stream.close()
+    except Exception:
+        pass
