@@ -1,4 +1,5 @@
 """Shared pytest configuration. Fixture modules of each area register themselves here."""
 
 pytest_plugins: list[str] = [
+    "tests.audio.pulse",
 ]
