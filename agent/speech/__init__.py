@@ -14,6 +14,7 @@ Public API (see docs/speech-providers.md):
 from .builders import build_one_stt, build_one_tts, build_stt, build_tts, provider_label, provider_labels
 from .errors import ProviderUnavailable
 from .espeak_tts import EspeakTTS
+from .health import ProviderStatus, check_providers
 from .piper_tts import PiperTTS
 from .vad import build_vad, tune_vad
 from .whisper_stt import FasterWhisperSTT, Transcript
@@ -22,6 +23,7 @@ __all__ = [
     "EspeakTTS",
     "FasterWhisperSTT",
     "PiperTTS",
+    "ProviderStatus",
     "ProviderUnavailable",
     "Transcript",
     "build_one_stt",
@@ -29,6 +31,7 @@ __all__ = [
     "build_stt",
     "build_tts",
     "build_vad",
+    "check_providers",
     "provider_label",
     "provider_labels",
     "tune_vad",

@@ -1,7 +1,8 @@
 """Build the configured speech providers, in failover order, as livekit-agents components.
 
 `build_stt(settings)` / `build_tts(settings)` return one provider when one is configured, otherwise livekit's own
-`stt.FallbackAdapter` / `tts.FallbackAdapter` around them (first entry first). The same objects serve the
+`stt.FallbackAdapter` / `tts.FallbackAdapter` around them (first entry first; for STT inside a VAD
+`StreamAdapter`, see `FallbackSTT`). The same objects serve the
 livekit-agents worker (`AgentSession(stt=..., tts=..., vad=...)`) and the local loop (`await stt.recognize(...)`,
 `tts.synthesize(text)`).
 
@@ -19,8 +20,10 @@ import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
-from livekit.agents import APIConnectOptions, stt, tts, vad
+from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, stt, tts, vad
 from livekit.agents.tts.fallback_adapter import DEFAULT_FALLBACK_API_CONNECT_OPTIONS
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import AudioBuffer
 
 from agent.config import Settings
 
@@ -89,24 +92,66 @@ def _build_all(role: str, entries: list[str], build: Callable[[str], P]) -> list
     return built
 
 
+class FallbackSTT(stt.StreamAdapter):
+    """Failover per utterance: the VAD cuts the audio into utterances, each one goes to livekit's
+    `stt.FallbackAdapter.recognize`, which asks the providers in order.
+
+    livekit's `FallbackAdapter.stream()` over non-streaming providers would instead switch providers mid-stream
+    and drop the utterance that hit the failure; here no speech is lost. `fallback` is the inner
+    `stt.FallbackAdapter`; its `stt_availability_changed` events (providers going down and recovering) are
+    re-emitted by this object.
+    Only the default `conn_options` differ from livekit's (no retries of the whole chain, `provider_timeout`).
+    """
+
+    def __init__(self, providers: list[stt.STT], *, vad: vad.VAD, timeout: float) -> None:
+        self.fallback = stt.FallbackAdapter(
+            providers, vad=vad, attempt_timeout=timeout, max_retry_per_stt=0, retry_interval=0.5
+        )
+        super().__init__(stt=self.fallback, vad=vad)
+        self.fallback.on("stt_availability_changed", self._forward_availability)
+        self._default_conn_options = APIConnectOptions(max_retry=0, timeout=timeout, retry_interval=0.5)
+
+    def _forward_availability(self, event: stt.AvailabilityChangedEvent) -> None:
+        self.emit("stt_availability_changed", event)  # type: ignore[arg-type]
+
+    def _conn_options(self, conn_options: APIConnectOptions) -> APIConnectOptions:
+        return self._default_conn_options if conn_options is DEFAULT_API_CONNECT_OPTIONS else conn_options
+
+    async def recognize(
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.SpeechEvent:
+        return await super().recognize(buffer, language=language, conn_options=self._conn_options(conn_options))
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.RecognizeStream:
+        return super().stream(language=language, conn_options=self._conn_options(conn_options))
+
+    async def aclose(self) -> None:
+        self.fallback.off("stt_availability_changed", self._forward_availability)
+        await super().aclose()
+        await self.fallback.aclose()
+
+
 def build_stt(settings: Settings, *, vad: vad.VAD | None = None) -> stt.STT:
-    """STT providers from `settings.stt`, in order; more than one are wrapped in `stt.FallbackAdapter`.
+    """STT providers from `settings.stt`, in order; more than one are wrapped for failover (`FallbackSTT`).
 
     Providers that cannot be built (missing package/key) are skipped with a warning; `ProviderUnavailable` if
-    none is left. Our providers are non-streaming, so the adapter needs a VAD to offer `stream()` (it wraps them
-    in `stt.StreamAdapter`): pass the session's `vad`, or one is built from the settings. Each provider gets one
-    attempt of at most `provider_timeout` seconds (connect timeout for servers) before the next one is asked.
+    none is left. Our providers are non-streaming, so failover needs a VAD to cut utterances for `stream()`:
+    pass the session's `vad`, or one is built from the settings. Each provider gets one attempt (connect
+    timeout `provider_timeout` for servers) before the next one is asked.
     """
     providers: list[stt.STT] = _build_all("stt", settings.stt, lambda e: build_one_stt(e, settings))
     if len(providers) == 1:
         return providers[0]
-    return stt.FallbackAdapter(
-        providers,
-        vad=vad or build_vad(settings),
-        attempt_timeout=settings.provider_timeout,
-        max_retry_per_stt=0,
-        retry_interval=0.5,
-    )
+    return FallbackSTT(providers, vad=vad or build_vad(settings), timeout=settings.provider_timeout)
 
 
 class FallbackTTS(tts.FallbackAdapter):
@@ -148,13 +193,15 @@ def build_tts(settings: Settings) -> tts.TTS:
 
 
 def _unwrap(obj: stt.STT | tts.TTS) -> stt.STT | tts.TTS:
-    if isinstance(obj, stt.FallbackAdapter | tts.FallbackAdapter):
-        obj = obj._active_instance  # "the instance that most recently served a request" (livekit 1.8.9)
-    if isinstance(obj, stt.StreamAdapter):
-        obj = obj.wrapped_stt
-    elif isinstance(obj, tts.StreamAdapter):
-        obj = obj._wrapped_tts
-    return obj
+    while True:
+        if isinstance(obj, stt.FallbackAdapter | tts.FallbackAdapter):
+            obj = obj._active_instance  # "the instance that most recently served a request" (livekit 1.8.9)
+        elif isinstance(obj, stt.StreamAdapter):
+            obj = obj.wrapped_stt
+        elif isinstance(obj, tts.StreamAdapter):
+            obj = obj._wrapped_tts
+        else:
+            return obj
 
 
 def provider_label(obj: stt.STT | tts.TTS) -> str:
@@ -170,6 +217,8 @@ def provider_label(obj: stt.STT | tts.TTS) -> str:
 
 def provider_labels(obj: stt.STT | tts.TTS) -> list[str]:
     """All providers behind `obj`, in failover order."""
+    if isinstance(obj, FallbackSTT):
+        obj = obj.fallback
     if isinstance(obj, stt.FallbackAdapter):
         inner: list[stt.STT | tts.TTS] = list(obj._stt_instances)
     elif isinstance(obj, tts.FallbackAdapter):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import APIConnectionError, stt, tts
 
 from agent.speech import build_stt, build_tts, provider_label, provider_labels
+from agent.speech.builders import FallbackSTT
 
 from .conftest import SENTENCE, make_settings
 from .openai_compatible_server import OpenAICompatibleServer, closed_port_url
@@ -20,7 +22,7 @@ HANG_GUARD = 120  # seconds; only there to turn a hang into a failure, not a per
 async def test_stt_dead_url_fails_over_to_embedded(piper_sentence: rtc.AudioFrame) -> None:
     dead = closed_port_url()
     adapter = build_stt(make_settings(stt=[dead, "faster-whisper"], provider_timeout=2))
-    assert isinstance(adapter, stt.FallbackAdapter)
+    assert isinstance(adapter, FallbackSTT) and isinstance(adapter.fallback, stt.FallbackAdapter)
     assert provider_labels(adapter) == [dead, "faster-whisper"]
     try:
         event = await asyncio.wait_for(adapter.recognize(piper_sentence), HANG_GUARD)
@@ -109,3 +111,29 @@ async def test_tts_all_failing_raises() -> None:
             await asyncio.wait_for(adapter.synthesize("Hello.").collect(), HANG_GUARD)
     finally:
         await adapter.aclose()
+
+
+async def test_stt_adapter_streams_through_the_vad_like_an_agent_session(piper_sentence: rtc.AudioFrame) -> None:
+    """The worker path: FallbackAdapter.stream() over non-streaming providers, segmented by our Silero VAD."""
+    adapter = build_stt(make_settings(stt=[closed_port_url(), "faster-whisper"], silence_ms=400, provider_timeout=2))
+    stream = adapter.stream()
+    sr = piper_sentence.sample_rate
+    speech = np.frombuffer(piper_sentence.data, dtype=np.int16)
+    audio = np.concatenate([np.zeros(sr // 2, np.int16), speech, np.zeros(sr * 2, np.int16)])
+    step = sr // 50
+    for i in range(0, audio.size, step):
+        chunk = audio[i : i + step]
+        stream.push_frame(rtc.AudioFrame(chunk.tobytes(), sr, 1, chunk.size))
+    stream.end_input()
+
+    async def finals() -> list[str]:
+        return [ev.alternatives[0].text async for ev in stream if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+
+    try:
+        texts = await asyncio.wait_for(finals(), HANG_GUARD)
+    finally:
+        await stream.aclose()
+        await adapter.aclose()
+
+    assert len(texts) == 1 and wer(SENTENCE, texts[0]) <= 0.15, texts
+    assert provider_label(adapter) == "faster-whisper"
