@@ -1,0 +1,125 @@
+"""The livekit-agents `Agent` of the worker and the adapter that lets `ConverseService` drive its session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from livekit.agents import Agent, AgentSession, StopResponse, llm
+from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
+from livekit.agents.voice.room_io import TextInputEvent
+from livekit.agents.voice.room_io.types import _default_text_input_cb
+
+from .converse_service import ConverseService, SpeakOutcome
+from .protocol import Utterance
+
+logger = logging.getLogger("voice-mcp.worker")
+
+LLM_INSTRUCTIONS = (
+    "You are the voice of an AI assistant that is busy with a task. The user is talking to you while the "
+    "assistant works; everything the user says is passed on to the assistant. Answer briefly and in plain "
+    "spoken language, and say that you passed the message on when the user asks for something to be done."
+)
+
+
+def utterance_from_message(message: llm.ChatMessage) -> Utterance:
+    metrics = message.metrics or {}
+    delay = metrics.get("transcription_delay")
+    return Utterance(
+        text=message.text_content or "",
+        source="voice",
+        started_speaking_at=metrics.get("started_speaking_at"),
+        stopped_speaking_at=metrics.get("stopped_speaking_at"),
+        transcription_delay_ms=None if delay is None else round(delay * 1000, 1),
+    )
+
+
+class VoiceMcpAgent(Agent):
+    """Routes every complete user turn to `ConverseService`; the LLM (if any) answers only unclaimed turns."""
+
+    def __init__(self, service: ConverseService, *, llm_enabled: bool) -> None:
+        super().__init__(instructions=LLM_INSTRUCTIONS)
+        self._service = service
+        self._llm_enabled = llm_enabled
+
+    async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
+        claimed = self._service.on_user_turn(utterance_from_message(new_message))
+        if claimed or not self._llm_enabled:
+            raise StopResponse()
+
+
+def text_input_handler(service: ConverseService, *, llm_enabled: bool):  # type: ignore[no-untyped-def]
+    """Chat typed in a LiveKit frontend counts as a user turn, like speech."""
+
+    async def handle(session: AgentSession, event: TextInputEvent) -> None:
+        claimed = service.on_user_turn(Utterance(text=event.text, source="text"))
+        if not claimed and llm_enabled:
+            await _default_text_input_cb(session, event)
+
+    return handle
+
+
+class AgentSessionPort:
+    """`SessionPort` over a running `AgentSession` (see `agent.converse_service`)."""
+
+    def __init__(self, session: AgentSession, *, vad_tuner=None) -> None:  # type: ignore[no-untyped-def]
+        self._session = session
+        self._vad_tuner = vad_tuner
+
+    async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        first_audio: asyncio.Future[float] = loop.create_future()
+        errors: list[str] = []
+
+        def on_state(event: AgentStateChangedEvent) -> None:
+            if event.new_state == "speaking" and not first_audio.done():
+                first_audio.set_result(time.monotonic())
+
+        def on_error(event: ErrorEvent) -> None:
+            errors.append(str(getattr(event.error, "error", event.error)))
+
+        self._session.on("agent_state_changed", on_state)
+        self._session.on("error", on_error)
+        try:
+            handle = self._session.say(text, allow_interruptions=allow_interruptions)
+            try:
+                await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(_playout(handle))), within)
+            except TimeoutError:
+                handle.interrupt(force=True)
+                return SpeakOutcome(interrupted=True, error=f"speaking did not finish within {within:.0f} s")
+        finally:
+            self._session.off("agent_state_changed", on_state)
+            self._session.off("error", on_error)
+        if not first_audio.done():
+            if errors:
+                return SpeakOutcome(interrupted=handle.interrupted, error="; ".join(errors))
+            return SpeakOutcome(interrupted=handle.interrupted)
+        audio_at = first_audio.result()
+        return SpeakOutcome(
+            interrupted=handle.interrupted,
+            first_audio_s=audio_at - started,
+            speak_s=time.monotonic() - audio_at,
+        )
+
+    def set_silence(self, silence_ms: int) -> None:
+        if self._vad_tuner is not None:
+            with contextlib.suppress(Exception):
+                self._vad_tuner(silence_ms)
+
+    def user_speaking(self) -> bool:
+        return self._session.user_state == "speaking"
+
+    def user_identity(self) -> str | None:
+        try:
+            room_io = self._session.room_io
+        except RuntimeError:
+            return None
+        linked = room_io.linked_participant
+        return linked.identity if linked is not None else None
+
+
+async def _playout(handle) -> None:  # type: ignore[no-untyped-def]
+    await handle

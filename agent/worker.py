@@ -1,0 +1,237 @@
+"""The voice-mcp LiveKit worker: an `AgentServer` whose jobs serve the bridge's converse calls in a room.
+
+Run it with `python -m agent start` (production), `dev` (development defaults) or `console` (talk to the session
+locally). It registers with explicit dispatch under `settings.agent_name`: the bridge dispatches it to its room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, JobRequest
+from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
+from livekit.agents.worker import ServerEnvOption
+
+from .config import Settings, load_settings
+from .converse_service import ConverseService
+from .linking import AWAITING_USER, UserLinker
+from .protocol import (
+    ATTR_REQUEST_ID,
+    ATTR_ROLE,
+    PROTOCOL_VERSION,
+    RPC_CONVERSE,
+    RPC_PING,
+    TOPIC_MESSAGE,
+    TOPIC_PROGRESS,
+    TOPIC_RESPONSE,
+    WORKER_IDENTITY_PREFIX,
+    ConverseFailed,
+    Progress,
+    ProtocolError,
+    StreamInbox,
+    decode_call,
+    encode_response,
+)
+from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
+
+logger = logging.getLogger("voice-mcp.worker")
+
+MESSAGE_STREAM_WAIT = 30.0
+"""Seconds a converse call waits for its streamed message to finish arriving."""
+
+
+# --- process setup: load the models once per job process, before a job arrives -----------------------------------
+
+
+def prewarm(proc: JobProcess) -> None:
+    from .speech import build_stt, build_tts, build_vad
+
+    settings = load_settings()
+    vad = build_vad(settings)
+    stt = build_stt(settings, vad=vad)
+    tts = build_tts(settings)
+    for component in (stt, tts):
+        component.prewarm()  # loads the model in a background thread; first use waits for it
+    proc.userdata.update(settings=settings, vad=vad, stt=stt, tts=tts)
+
+
+def build_llm(settings: Settings) -> Any | None:
+    if not settings.llm_model:
+        return None
+    from livekit.plugins import openai
+
+    return openai.LLM(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url or settings.openai_base_url,
+        api_key=settings.openai_api_key or "unused",
+    )
+
+
+async def accept(request: JobRequest) -> None:
+    await request.accept(
+        name="voice-mcp", identity=f"{WORKER_IDENTITY_PREFIX}{request.id}", attributes={ATTR_ROLE: "worker"}
+    )
+
+
+# --- one job: one room -------------------------------------------------------------------------------------------
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    from .speech import build_stt, build_tts, build_vad, provider_label, tune_vad
+
+    userdata = ctx.proc.userdata
+    settings: Settings = userdata.get("settings") or load_settings()
+    vad = userdata.get("vad") or build_vad(settings)
+    stt = userdata.get("stt") or build_stt(settings, vad=vad)
+    tts = userdata.get("tts") or build_tts(settings)
+    llm = build_llm(settings)
+
+    session: AgentSession = AgentSession(
+        vad=vad,
+        stt=stt,
+        tts=tts,
+        llm=llm if llm is not None else None,  # type: ignore[arg-type]
+        turn_handling={
+            "turn_detection": "vad",
+            "endpointing": {"min_delay": 0.2, "max_delay": 3.0},
+            "interruption": {"enabled": settings.barge_in, "mode": "vad"},
+            "preemptive_generation": {"enabled": False},
+        },
+        user_away_timeout=None,
+    )
+    room = ctx.room
+    inbox = StreamInbox()
+
+    async def send_progress(caller: str, packet: Progress) -> None:
+        await room.local_participant.publish_data(
+            packet.model_dump_json(), reliable=True, destination_identities=[caller], topic=TOPIC_PROGRESS
+        )
+
+    service = ConverseService(
+        AgentSessionPort(session, vad_tuner=lambda ms: tune_vad(vad, silence_ms=ms)),
+        agent_name=settings.agent_name,
+        progress=send_progress,
+        barge_in=settings.barge_in,
+        llm=settings.llm_model if llm is not None else None,
+        stt_provider=_label(provider_label, stt),
+        tts_provider=_label(provider_label, tts),
+        default_silence_ms=settings.silence_ms,
+    )
+    _register_message_streams(room, inbox)
+
+    await session.start(
+        VoiceMcpAgent(service, llm_enabled=llm is not None),
+        room=room,
+        room_options=RoomOptions(
+            participant_identity=AWAITING_USER,
+            close_on_disconnect=False,  # the room is persistent: users come and go, the worker stays
+            text_input=TextInputOptions(text_input_cb=text_input_handler(service, llm_enabled=llm is not None)),
+        ),
+        record=False,
+    )
+    UserLinker(room, session.room_io, bridge_identity=settings.bridge_identity).start()
+    _register_rpc(room, service, inbox)
+    logger.info(
+        "voice-mcp worker ready in room %s (protocol v%d, llm=%s)", room.name, PROTOCOL_VERSION, settings.llm_model
+    )
+
+
+def _label(label: Any, component: Any) -> str | None:
+    try:
+        return str(label(component))
+    except Exception:
+        return None
+
+
+def _register_message_streams(room: rtc.Room, inbox: StreamInbox) -> None:
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def read(reader: rtc.TextStreamReader) -> None:
+        request_id = (reader.info.attributes or {}).get(ATTR_REQUEST_ID)
+        if not request_id:
+            logger.warning("message stream without %s ignored", ATTR_REQUEST_ID)
+            return
+        try:
+            inbox.deliver(request_id, await reader.read_all())
+        except Exception as exc:
+            inbox.fail(request_id, exc)
+
+    def on_stream(reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        task = asyncio.create_task(read(reader))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    room.register_text_stream_handler(TOPIC_MESSAGE, on_stream)
+
+
+def _register_rpc(room: rtc.Room, service: ConverseService, inbox: StreamInbox) -> None:
+    local = room.local_participant
+
+    async def on_converse(data: rtc.RpcInvocationData) -> str:
+        try:
+            call = decode_call(data.payload)
+        except ProtocolError as exc:
+            return ConverseFailed(id=_request_id(data.payload), code=exc.code, message=str(exc)).model_dump_json()
+        if call.message_stream:
+            try:
+                message = await inbox.receive(call.id, within=MESSAGE_STREAM_WAIT)
+            except Exception as exc:  # TimeoutError, or the stream broke off
+                return ConverseFailed(
+                    id=call.id, code="message_missing", message=f"the streamed message did not arrive: {exc!r}"
+                ).model_dump_json()
+            if len(message) != call.message_chars:
+                return ConverseFailed(
+                    id=call.id,
+                    code="message_missing",
+                    message=f"streamed message has {len(message)} characters, expected {call.message_chars}",
+                ).model_dump_json()
+            call = call.model_copy(update={"message": message})
+        try:
+            response = await service.converse(call, data.caller_identity)
+        except Exception as exc:
+            logger.exception("converse call %s failed", call.id)
+            response = ConverseFailed(id=call.id, code="internal", message=f"the worker failed: {exc!r}")
+        payload, body = encode_response(response)
+        if body is not None:
+            await local.send_text(
+                body,
+                destination_identities=[data.caller_identity],
+                topic=TOPIC_RESPONSE,
+                attributes={ATTR_REQUEST_ID: call.id},
+            )
+        return payload
+
+    async def on_ping(data: rtc.RpcInvocationData) -> str:
+        return service.ping().model_dump_json()
+
+    local.register_rpc_method(RPC_CONVERSE, on_converse)
+    local.register_rpc_method(RPC_PING, on_ping)
+
+
+def _request_id(payload: str) -> str:
+    try:
+        value = json.loads(payload).get("id")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+# --- the server ----------------------------------------------------------------------------------------------------
+
+
+def build_server(settings: Settings) -> AgentServer:
+    server = AgentServer(
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        setup_fnc=prewarm,
+        num_idle_processes=ServerEnvOption(dev_default=0, prod_default=1),  # one persistent room: one job
+        initialize_process_timeout=180.0,  # loading the speech models on two busy cores takes a while
+        port=ServerEnvOption(dev_default=0, prod_default=settings.worker_port),
+    )
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=accept)
+    return server

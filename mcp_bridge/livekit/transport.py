@@ -1,0 +1,371 @@
+"""`LiveKitTransport`: converse through a voice-mcp worker in a persistent LiveKit room.
+
+The bridge joins `settings.room` once as `settings.bridge_identity` and stays; each converse call finds (or
+dispatches) the worker, sends a `ConverseCall` over RPC (the message as a data stream when it is large) and
+returns the worker's answer as a `ConverseResult`. Every wait is bounded: the worker must send a progress packet
+at least every `settings.livekit_timeout` seconds, and the whole call has a ceiling derived from its length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from livekit import rtc
+
+from agent.config import Settings
+from agent.converse_service import TURN_GRACE_SECONDS, speak_timeout
+from agent.protocol import (
+    ATTR_REQUEST_ID,
+    RPC_CONVERSE,
+    TOPIC_MESSAGE,
+    ConverseCall,
+    ConverseFailed,
+    ConverseOk,
+    ListenParams,
+    Progress,
+    ProtocolError,
+    SpeakParams,
+    StreamedBody,
+    decode_response_body,
+    decode_rpc_response,
+    encode_call,
+)
+from mcp_bridge.models import (
+    ConverseRequest,
+    ConverseResult,
+    ConverseTimeout,
+    ProgressCallback,
+    ProviderError,
+    Stage,
+    Timings,
+    TransportName,
+    TransportUnavailable,
+    VoiceError,
+)
+from mcp_bridge.transport import TransportHealth
+
+from .link import RoomLink
+from .tokens import TokenSource
+from .workers import PING_TIMEOUT, Dispatcher, WorkerHandle, find_worker
+
+logger = logging.getLogger("voice-mcp.livekit")
+
+RESPONSE_STREAM_WAIT = 30.0
+_STAGES = {"speaking": Stage.SPEAKING, "listening": Stage.LISTENING, "transcribing": Stage.TRANSCRIBING}
+
+
+class LiveKitTransport:
+    name: TransportName = "livekit"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        identity: str | None = None,
+        worker_start_timeout: float = 60.0,
+        heartbeat_timeout: float | None = None,
+    ) -> None:
+        """`worker_start_timeout`: how long a forced-LiveKit call waits for a dispatched worker to come up.
+        `heartbeat_timeout`: silence from the worker that counts as its death (default settings.livekit_timeout).
+        """
+        if not (settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret):
+            raise TransportUnavailable(
+                "LiveKit is not configured", "set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+            )
+        self.settings = settings
+        self.identity = identity or settings.bridge_identity
+        self.worker_start_timeout = max(worker_start_timeout, settings.livekit_timeout)
+        self.heartbeat_timeout = heartbeat_timeout or settings.livekit_timeout
+        self.tokens = TokenSource(
+            api_key=settings.livekit_api_key,
+            api_secret=settings.livekit_api_secret,
+            room=settings.room,
+            identity=self.identity,
+        )
+        self.link = RoomLink(settings.livekit_url, self.tokens)
+        self.dispatcher = Dispatcher(
+            url=settings.livekit_url,
+            api_key=settings.livekit_api_key,
+            api_secret=settings.livekit_api_secret,
+            room=settings.room,
+            agent_name=settings.agent_name,
+        )
+        self._worker: WorkerHandle | None = None
+        self._call_lock = asyncio.Lock()
+        self._warmup: asyncio.Task[None] | None = None
+
+    # --- readiness ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Join the room and get a worker dispatched in the background (call at bridge start; optional)."""
+        if self._warmup is None or self._warmup.done():
+            self._warmup = asyncio.get_running_loop().create_task(self._warm())
+
+    async def _warm(self) -> None:
+        with contextlib.suppress(VoiceError):
+            await self.ensure_worker(self.worker_start_timeout)
+
+    async def ensure_worker(self, within: float) -> WorkerHandle:
+        """A worker in the room that answers, dispatching one if needed; TransportUnavailable after `within` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        room = await self.link.ensure_connected(within)
+        silent: set[str] = set()
+        joined = asyncio.Event()
+        unsubscribe = self.link.on_participant_joined(lambda _p: joined.set())
+        try:
+            dispatched = False
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                worker = await find_worker(room, min(PING_TIMEOUT, remaining), silent)
+                if worker is not None:
+                    self._worker = worker
+                    return worker
+                if not dispatched:
+                    await self._dispatch(max(deadline - loop.time(), 0.5))
+                    dispatched = True
+                joined.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(joined.wait(), min(0.5, max(deadline - loop.time(), 0.01)))
+        finally:
+            unsubscribe()
+        self._worker = None
+        raise TransportUnavailable(
+            f"no voice-mcp worker (agent '{self.settings.agent_name}') answered in room '{self.settings.room}' "
+            f"within {within:.1f} s",
+            "start one with `python -m agent start` using the same LIVEKIT_* settings",
+        )
+
+    async def _dispatch(self, within: float) -> None:
+        try:
+            await self.dispatcher.dispatch(within)
+        except Exception as exc:
+            raise TransportUnavailable(
+                f"could not dispatch agent '{self.settings.agent_name}' to room '{self.settings.room}': {exc}",
+                "check LIVEKIT_API_KEY/LIVEKIT_API_SECRET and that the server allows agent dispatch",
+            ) from exc
+
+    async def health(self) -> TransportHealth:
+        try:
+            worker = await self.ensure_worker(self.settings.livekit_timeout)
+        except VoiceError as exc:
+            return TransportHealth(name="livekit", available=False, detail=str(exc))
+        info = worker.info
+        user = f"user {info.user_identity}" if info.user_identity else "no user in the room yet"
+        return TransportHealth(
+            name="livekit",
+            available=True,
+            detail=f"room '{self.settings.room}', worker {worker.identity} ({user}; {info.queued} queued turns)",
+        )
+
+    # --- converse -----------------------------------------------------------------------------------------------
+    async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
+        async with self._call_lock:
+            started = time.perf_counter()
+            worker = self._worker
+            room = self.link.room
+            if worker is None or room is None or worker.identity not in room.remote_participants:
+                worker = await self.ensure_worker(self.worker_start_timeout)
+            try:
+                reply = await self._call(worker, request, progress)
+            except (ConverseTimeout, TransportUnavailable):
+                self._worker = None  # find (or dispatch) a worker afresh next time
+                self.dispatcher.forget()
+                raise
+            result = self._result(reply)
+            result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)
+            await progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
+            return result
+
+    async def _call(self, worker: WorkerHandle, request: ConverseRequest, progress: ProgressCallback) -> ConverseOk:
+        room = await self.link.ensure_connected(self.settings.livekit_timeout)
+        call = ConverseCall(
+            message=request.message,
+            wait_for_response=request.wait_for_response,
+            listen=ListenParams(
+                max_seconds=request.listen.max_seconds,
+                min_seconds=request.listen.min_seconds,
+                silence_ms=request.listen.silence_ms,
+                silence_detection=request.listen.silence_detection,
+                language=request.listen.language,
+            ),
+            speak=SpeakParams(voice=request.speak.voice, speed=request.speak.speed),
+        )
+        payload, streamed_message = encode_call(call)
+        ceiling = (
+            speak_timeout(request.message, request.speak.speed or 1.0)
+            + (request.listen.max_seconds + TURN_GRACE_SECONDS if request.wait_for_response else 0.0)
+            + 30.0
+        )
+        watch = _CallWatch(call.id, worker.identity, self.heartbeat_timeout, progress)
+        unsubscribe = [
+            self.link.on_progress(watch.on_progress),
+            self.link.on_participant_left(watch.on_participant_left),
+            self.link.on_disconnected(watch.on_disconnected),
+        ]
+        try:
+            if streamed_message is not None:
+                await asyncio.wait_for(
+                    room.local_participant.send_text(
+                        streamed_message,
+                        destination_identities=[worker.identity],
+                        topic=TOPIC_MESSAGE,
+                        attributes={ATTR_REQUEST_ID: call.id},
+                    ),
+                    timeout=max(self.settings.livekit_timeout, 30.0),
+                )
+            rpc = asyncio.ensure_future(
+                room.local_participant.perform_rpc(
+                    destination_identity=worker.identity,
+                    method=RPC_CONVERSE,
+                    payload=payload,
+                    response_timeout=ceiling,
+                )
+            )
+            watch.start()
+            done, _ = await asyncio.wait(
+                {rpc, watch.failed}, timeout=ceiling + 5.0, return_when=asyncio.FIRST_COMPLETED
+            )
+            if rpc not in done:
+                rpc.cancel()
+                if watch.failed in done:
+                    raise watch.failed.result()
+                raise ConverseTimeout(f"the LiveKit worker did not finish the converse call within {ceiling:.0f} s")
+            try:
+                answer = decode_rpc_response(rpc.result())
+            except rtc.RpcError as exc:
+                raise _rpc_error(exc, ceiling) from exc
+            if isinstance(answer, StreamedBody):
+                body = await self.link.responses.receive(call.id, within=RESPONSE_STREAM_WAIT)
+                answer = decode_response_body(body)
+            if isinstance(answer, ConverseFailed):
+                raise _failed(answer)
+            return answer
+        except ProtocolError as exc:
+            raise TransportUnavailable(
+                f"the worker's answer could not be read: {exc}", "run the same voice-mcp version on both sides"
+            ) from exc
+        except TimeoutError as exc:
+            raise ConverseTimeout("the worker's streamed answer did not arrive in time") from exc
+        finally:
+            for undo in unsubscribe:
+                undo()
+            watch.stop()
+            self.link.responses.discard(call.id)
+
+    def _result(self, answer: ConverseOk) -> ConverseResult:
+        turns = [*answer.earlier, *([answer.reply] if answer.reply is not None else [])]
+        t = answer.timings
+        return ConverseResult(
+            text="\n".join(turn.text.strip() for turn in turns if turn.text.strip()),
+            heard_speech=answer.heard_speech,
+            transport="livekit",
+            timings=Timings(
+                first_audio_ms=t.first_audio_ms,
+                speak_ms=t.speak_ms,
+                listen_ms=t.listen_ms,
+                end_of_speech_to_result_ms=t.end_of_speech_to_result_ms,
+                stt_ms=t.stt_ms,
+            ),
+            stt_provider=answer.stt_provider,
+            tts_provider=answer.tts_provider,
+            interrupted=answer.interrupted,
+            ended_by="silence" if answer.ended_by == "queued" else answer.ended_by,
+        )
+
+    async def aclose(self) -> None:
+        if self._warmup is not None:
+            self._warmup.cancel()
+            with contextlib.suppress(BaseException):
+                await self._warmup
+        await self.link.aclose()
+
+
+class _CallWatch:
+    """Fails a running call when the worker goes quiet, leaves, or the room connection drops."""
+
+    def __init__(self, call_id: str, worker: str, heartbeat_timeout: float, progress: ProgressCallback) -> None:
+        self._call_id = call_id
+        self._worker = worker
+        self._heartbeat_timeout = heartbeat_timeout
+        self._progress = progress
+        self._last_beat = time.monotonic()
+        self._stage: str | None = None
+        self.failed: asyncio.Future[VoiceError] = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task[None] | None = None
+        self._progress_tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._last_beat = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if not self.failed.done():
+            self.failed.cancel()
+
+    def _fail(self, error: VoiceError) -> None:
+        if not self.failed.done():
+            self.failed.set_result(error)
+
+    async def _watch(self) -> None:
+        while not self.failed.done():
+            silence = time.monotonic() - self._last_beat
+            if silence >= self._heartbeat_timeout:
+                self._fail(
+                    ConverseTimeout(
+                        f"the LiveKit worker {self._worker} stopped responding mid-call "
+                        f"(no sign of life for {silence:.1f} s)",
+                        "the next call dispatches a worker again; check the worker's logs",
+                    )
+                )
+                return
+            await asyncio.sleep(min(0.25, self._heartbeat_timeout - silence))
+
+    def on_progress(self, packet: Progress) -> None:
+        if packet.id != self._call_id:
+            return
+        self._last_beat = time.monotonic()
+        if packet.stage != self._stage:
+            self._stage = packet.stage
+            stage = _STAGES.get(packet.stage)
+            if stage is not None:
+                task = asyncio.get_running_loop().create_task(self._progress(stage, packet.detail or stage.value))
+                self._progress_tasks.add(task)
+                task.add_done_callback(self._progress_tasks.discard)
+
+    def on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._worker:
+            self._fail(
+                TransportUnavailable(
+                    f"the LiveKit worker {self._worker} left the room mid-call",
+                    "the next call dispatches a worker again",
+                )
+            )
+
+    def on_disconnected(self) -> None:
+        self._fail(TransportUnavailable("the bridge lost its LiveKit room connection mid-call", "retry"))
+
+
+def _failed(answer: ConverseFailed) -> VoiceError:
+    if answer.code == "speech_failed":
+        return ProviderError(answer.message, answer.hint)
+    return TransportUnavailable(f"LiveKit worker: {answer.message} [{answer.code}]", answer.hint)
+
+
+def _rpc_error(exc: rtc.RpcError, ceiling: float) -> VoiceError:
+    code = exc.code
+    if code == rtc.RpcError.ErrorCode.RESPONSE_TIMEOUT:
+        return ConverseTimeout(f"the LiveKit worker did not answer within {ceiling:.0f} s")
+    if code == rtc.RpcError.ErrorCode.RECIPIENT_DISCONNECTED:
+        return TransportUnavailable("the LiveKit worker disconnected mid-call", "the next call dispatches it again")
+    if code == rtc.RpcError.ErrorCode.UNSUPPORTED_METHOD:
+        return TransportUnavailable(
+            "the agent in the room does not serve voice-mcp converse calls", "run the voice-mcp worker"
+        )
+    return TransportUnavailable(f"the converse RPC failed: {exc.message} ({code})", "retry")

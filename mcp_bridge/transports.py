@@ -1,0 +1,67 @@
+"""Which transport serves a converse call, and why.
+
+`auto` uses LiveKit when it is configured, a worker answers within `settings.livekit_timeout` and somebody is
+in the room to talk to; otherwise the local loop. The reason is returned so the result can say it
+(`ConverseResult.transport_reason`). `livekit` and `local` force one transport and fail with its error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from agent.config import Settings
+
+from .livekit import LiveKitTransport
+from .models import TransportUnavailable, VoiceError
+from .transport import Transport
+
+Requested = Literal["auto", "livekit", "local"]
+NOT_CONFIGURED_HINT = "set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
+
+
+async def choose_transport(
+    requested: Requested,
+    settings: Settings,
+    *,
+    livekit: LiveKitTransport | Transport | None,
+    local_factory: Callable[[], Transport],
+) -> tuple[Transport, str]:
+    """The transport for one call and the reason it was chosen. Raises VoiceError when none can serve."""
+    if requested == "local":
+        return local_factory(), "local requested"
+    if requested == "livekit":
+        if livekit is None:
+            raise TransportUnavailable("LiveKit is not configured", NOT_CONFIGURED_HINT)
+        return livekit, "livekit requested"
+
+    if livekit is None:
+        return _local(local_factory, "LiveKit is not configured")
+    why_not = await _livekit_problem(livekit, settings)
+    if why_not is None:
+        return livekit, f"LiveKit worker answered in room '{settings.room}'"
+    return _local(local_factory, why_not)
+
+
+async def _livekit_problem(livekit: LiveKitTransport | Transport, settings: Settings) -> str | None:
+    """None when LiveKit can serve a call now, else why not (bounded by settings.livekit_timeout)."""
+    if isinstance(livekit, LiveKitTransport):
+        try:
+            worker = await livekit.ensure_worker(settings.livekit_timeout)
+        except VoiceError as exc:
+            return f"LiveKit unavailable: {exc.message}"
+        if worker.info.user_identity is None:
+            return f"nobody is in LiveKit room '{settings.room}' to talk to"
+        return None
+    health = await livekit.health()
+    return None if health.available else f"LiveKit unavailable: {health.detail}"
+
+
+def _local(local_factory: Callable[[], Transport], why_not_livekit: str) -> tuple[Transport, str]:
+    try:
+        local = local_factory()
+    except VoiceError as exc:
+        raise TransportUnavailable(
+            f"no transport can serve the call: {why_not_livekit}; local loop: {exc.message}", exc.hint
+        ) from exc
+    return local, f"{why_not_livekit}; used the local loop"
