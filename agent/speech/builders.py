@@ -104,6 +104,7 @@ class FallbackSTT(stt.StreamAdapter):
     """
 
     def __init__(self, providers: list[stt.STT], *, vad: vad.VAD, timeout: float) -> None:
+        self._providers = list(providers)
         self.fallback = stt.FallbackAdapter(
             providers, vad=vad, attempt_timeout=timeout, max_retry_per_stt=0, retry_interval=0.5
         )
@@ -135,9 +136,12 @@ class FallbackSTT(stt.StreamAdapter):
         return super().stream(language=language, conn_options=self._conn_options(conn_options))
 
     async def aclose(self) -> None:
+        """Close the adapters and the providers they were built with (livekit's adapters leave those open)."""
         self.fallback.off("stt_availability_changed", self._forward_availability)
         await super().aclose()
         await self.fallback.aclose()
+        for provider in self._providers:
+            await provider.aclose()
 
 
 def build_stt(settings: Settings, *, vad: vad.VAD | None = None) -> stt.STT:
@@ -162,7 +166,14 @@ class FallbackTTS(tts.FallbackAdapter):
 
     def __init__(self, providers: list[tts.TTS], *, timeout: float, max_retry_per_tts: int = 0) -> None:
         super().__init__(providers, max_retry_per_tts=max_retry_per_tts)
+        self._providers = list(providers)
         self._default_conn_options = APIConnectOptions(max_retry=0, timeout=timeout, retry_interval=0.5)
+
+    async def aclose(self) -> None:
+        """Close the adapter and the providers it was built with (livekit's adapter leaves those open)."""
+        await super().aclose()
+        for provider in self._providers:
+            await provider.aclose()
 
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS

@@ -31,6 +31,14 @@ def endpoint(entry: str, settings: Settings) -> tuple[str | None, str]:
     return settings.openai_base_url, settings.openai_api_key
 
 
+class OpenAISTT(openai.STT):
+    """`livekit.plugins.openai.STT` that also closes its HTTP client on `aclose()` (the plugin leaves it open)."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self._client.close()
+
+
 def openai_stt(entry: str, settings: Settings) -> openai.STT:
     base_url, api_key = endpoint(entry, settings)
     kwargs: dict[str, str] = {"api_key": api_key}
