@@ -2,4 +2,5 @@
 
 pytest_plugins: list[str] = [
     "tests.audio.pulse",
+    "tests.lkserver.fixtures",
 ]
