@@ -35,11 +35,22 @@ def parse_args(argv: list[str]) -> ServerOptions:
         action="store_false",
         help="answer 404 on /rtc/v1 so clients fall back to /rtc (two peer connections)",
     )
+    parser.add_argument(
+        "--legacy-protocol",
+        action="store_true",
+        help="announce participants with client_protocol 0, so SDKs use RPC v1 between them",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     keys = tuple(args.keys or [("devkey", "secret")])
-    return ServerOptions(host=args.host, port=args.port, keys=keys, single_pc=args.single_pc)
+    return ServerOptions(
+        host=args.host,
+        port=args.port,
+        keys=keys,
+        single_pc=args.single_pc,
+        legacy_protocol=args.legacy_protocol,
+    )
 
 
 async def serve(options: ServerOptions) -> None:

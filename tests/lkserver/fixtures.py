@@ -13,6 +13,9 @@ Fixtures
 ``livekit_server_no_v1`` (session)
     The same, started with ``--no-single-pc``: ``/rtc/v1`` answers 404, so clients fall back to
     ``/rtc`` with two peer connections.
+``livekit_server_legacy`` (session)
+    The same, started with ``--legacy-protocol``: participants are announced with
+    ``client_protocol`` 0, so SDKs use RPC v1 (``rpc_request``/``rpc_ack``/``rpc_response``).
 ``livekit_room_name`` (function)
     A room name no other test uses.
 ``livekit_connect`` (function)
@@ -193,6 +196,12 @@ def livekit_server(livekit_network: None) -> Iterator[LiveKitServerProcess]:
 @pytest.fixture(scope="session")
 def livekit_server_no_v1(livekit_network: None) -> Iterator[LiveKitServerProcess]:
     with _running("--no-single-pc") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def livekit_server_legacy(livekit_network: None) -> Iterator[LiveKitServerProcess]:
+    with _running("--legacy-protocol") as server:
         yield server
 
 

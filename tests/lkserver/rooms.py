@@ -233,6 +233,7 @@ class Room:
                 packet.user.participant_identity = sender.identity
                 packet.user.participant_sid = sender.sid
         wanted = set(packet.destination_identities)
+        _log_rpc(sender, packet)
         payload = packet.SerializeToString()
         for p in self.others(sender):
             if not wanted or p.identity in wanted:
@@ -252,6 +253,19 @@ class Room:
         self.closed = True
         for p in list(self.participants.values()):
             await self.remove(p, reason)  # the link tells the client why (a LeaveRequest)
+
+
+def _log_rpc(sender: Participant | None, packet: models.DataPacket) -> None:
+    """Log RPC traffic (one line a packet), so tests can tell RPC v1 packets from v2 streams."""
+    which = packet.WhichOneof("value")
+    if which in ("rpc_request", "rpc_ack", "rpc_response"):
+        what = which
+    elif which == "stream_header" and packet.stream_header.topic.startswith("lk.rpc"):
+        what = f"stream_header {packet.stream_header.topic}"
+    else:
+        return
+    source = sender.identity if sender else "server"
+    log.info("data %s -> %s: %s", source, ",".join(packet.destination_identities) or "*", what)
 
 
 class RoomManager:

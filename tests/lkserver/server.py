@@ -24,6 +24,8 @@ class ServerOptions:
     # False: answer 404 on /rtc/v1 like a server without single-peer-connection support, so
     # that clients fall back to /rtc with two peer connections.
     single_pc: bool = True
+    # True: announce every participant with client_protocol 0, so SDKs use RPC v1 between them.
+    legacy_protocol: bool = False
 
 
 class LiveKitServer:
@@ -33,7 +35,9 @@ class LiveKitServer:
         self.options = options
         self.keys = KeyStore(dict(options.keys))
         self.rooms = RoomManager()
-        self.signalling = SignallingService(self.keys, self.rooms, single_pc=options.single_pc)
+        self.signalling = SignallingService(
+            self.keys, self.rooms, single_pc=options.single_pc, legacy_protocol=options.legacy_protocol
+        )
         self.agents = AgentService(self.keys, self.rooms)
         self.twirp = TwirpService(self.keys, self.rooms, self.agents)
         self.app = web.Application()

@@ -98,7 +98,7 @@ def parse_join(request: web.Request, single_pc: bool) -> JoinParams:
     return JoinParams(True, join.client_info, join.connection_settings.auto_subscribe, offer)
 
 
-def participant_info(creds: Credentials, client: models.ClientInfo) -> models.ParticipantInfo:
+def participant_info(creds: Credentials, client: models.ClientInfo, legacy: bool) -> models.ParticipantInfo:
     claims, video = creds.claims, creds.video
     now = time.time()
     return models.ParticipantInfo(
@@ -111,7 +111,7 @@ def participant_info(creds: Credentials, client: models.ClientInfo) -> models.Pa
         joined_at=int(now),
         joined_at_ms=int(now * 1000),
         kind=_KINDS.get(claims.kind, models.ParticipantInfo.Kind.STANDARD),
-        client_protocol=client.client_protocol,
+        client_protocol=0 if legacy else client.client_protocol,
         permission=models.ParticipantPermission(
             can_subscribe=video.can_subscribe,
             can_publish=video.can_publish,
@@ -128,11 +128,14 @@ def participant_info(creds: Credentials, client: models.ClientInfo) -> models.Pa
 class Session:
     """One participant's signalling connection and transports; the room's link to it."""
 
-    def __init__(self, ws: web.WebSocketResponse, room: Room, creds: Credentials, params: JoinParams) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, room: Room, creds: Credentials, params: JoinParams, *, legacy: bool
+    ) -> None:
         self.ws = ws
         self.room = room
         self.single_pc = params.single_pc
-        self.participant = Participant(participant_info(creds, params.client_info), self, params.auto_subscribe)
+        info = participant_info(creds, params.client_info, legacy)
+        self.participant = Participant(info, self, params.auto_subscribe)
         name = f"{creds.claims.identity}@{room.name}"
         self.publisher = Transport(f"{name}/publisher")
         self.subscriber = None if self.single_pc else Transport(f"{name}/subscriber")
@@ -478,10 +481,15 @@ def _kind_name(track_type: models.TrackType.ValueType) -> str:
 class SignallingService:
     """The HTTP endpoints of participant signalling."""
 
-    def __init__(self, keys: KeyStore, rooms: RoomManager, *, single_pc: bool = True) -> None:
+    def __init__(
+        self, keys: KeyStore, rooms: RoomManager, *, single_pc: bool = True, legacy_protocol: bool = False
+    ) -> None:
         self.keys = keys
         self.rooms = rooms
         self.single_pc = single_pc  # False: answer 404 on /rtc/v1, as a server without it would
+        # True: announce every participant with client_protocol 0, so that SDKs talk to each
+        # other with the legacy data packets (RPC v1: rpc_request/rpc_ack/rpc_response).
+        self.legacy_protocol = legacy_protocol
         self.sessions: set[Session] = set()
 
     def routes(self) -> list[web.RouteDef]:
@@ -529,7 +537,7 @@ class SignallingService:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         room = await self.rooms.get_or_create(room_name, creds.claims.room_config)
-        session = Session(ws, room, creds, params)
+        session = Session(ws, room, creds, params, legacy=self.legacy_protocol)
         log.info(
             "%s joined %s (%s)", creds.claims.identity, room_name, "single PC" if single_pc else "two PCs"
         )
