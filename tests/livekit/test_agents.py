@@ -55,9 +55,7 @@ async def agent_joins(room: rtc.Room, greetings: Events) -> tuple[rtc.RemotePart
     return packet.participant, packet.data.decode()
 
 
-async def test_create_dispatch_sends_the_named_agent(
-    agent_worker, livekit_server, livekit_connect, livekit_room_name
-):
+async def test_create_dispatch_sends_the_named_agent(agent_worker, livekit_server, livekit_connect, livekit_room_name):
     assert agent_worker.startswith("AW_")
     user = await livekit_connect(livekit_server, "user", livekit_room_name)
     greetings = Events(user, "data_received")

@@ -21,9 +21,7 @@ pytestmark = [pytest.mark.livekit, pytest.mark.usefixtures("livekit_network")]
 
 @pytest.fixture(params=["v1", "fallback", "legacy"])
 def server(request, livekit_server, livekit_server_no_v1, livekit_server_legacy) -> LiveKitServerProcess:
-    return {"v1": livekit_server, "fallback": livekit_server_no_v1, "legacy": livekit_server_legacy}[
-        request.param
-    ]
+    return {"v1": livekit_server, "fallback": livekit_server_no_v1, "legacy": livekit_server_legacy}[request.param]
 
 
 @pytest.fixture

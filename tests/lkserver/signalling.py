@@ -375,9 +375,7 @@ class Session:
         section = self._offer_sections.get(mid or "")
         info = self._pending_publications.pop(section.track_id, None) if section else None
         if info is None:  # no msid we know: take the oldest request of that kind
-            cid = next(
-                (c for c, i in self._pending_publications.items() if _kind_name(i.type) == media.kind), None
-            )
+            cid = next((c for c, i in self._pending_publications.items() if _kind_name(i.type) == media.kind), None)
             info = self._pending_publications.pop(cid) if cid is not None else None
         if info is None or mid is None:
             log.debug("%s: %s m-line %s is not a publication", self.participant.identity, media.kind, mid)
@@ -538,9 +536,7 @@ class SignallingService:
         await ws.prepare(request)
         room = await self.rooms.get_or_create(room_name, creds.claims.room_config)
         session = Session(ws, room, creds, params, legacy=self.legacy_protocol)
-        log.info(
-            "%s joined %s (%s)", creds.claims.identity, room_name, "single PC" if single_pc else "two PCs"
-        )
+        log.info("%s joined %s (%s)", creds.claims.identity, room_name, "single PC" if single_pc else "two PCs")
         self.sessions.add(session)
         try:
             await session.run()

@@ -55,19 +55,13 @@ class TwirpService:
             "livekit.RoomService/CreateRoom": Method(room_pb.CreateRoomRequest, self.create_room),
             "livekit.RoomService/ListRooms": Method(room_pb.ListRoomsRequest, self.list_rooms),
             "livekit.RoomService/DeleteRoom": Method(room_pb.DeleteRoomRequest, self.delete_room),
-            "livekit.RoomService/ListParticipants": Method(
-                room_pb.ListParticipantsRequest, self.list_participants
-            ),
+            "livekit.RoomService/ListParticipants": Method(room_pb.ListParticipantsRequest, self.list_participants),
             "livekit.RoomService/GetParticipant": Method(room_pb.RoomParticipantIdentity, self.get_participant),
-            "livekit.RoomService/RemoveParticipant": Method(
-                room_pb.RoomParticipantIdentity, self.remove_participant
-            ),
+            "livekit.RoomService/RemoveParticipant": Method(room_pb.RoomParticipantIdentity, self.remove_participant),
             "livekit.RoomService/UpdateRoomMetadata": Method(
                 room_pb.UpdateRoomMetadataRequest, self.update_room_metadata
             ),
-            "livekit.RoomService/UpdateParticipant": Method(
-                room_pb.UpdateParticipantRequest, self.update_participant
-            ),
+            "livekit.RoomService/UpdateParticipant": Method(room_pb.UpdateParticipantRequest, self.update_participant),
             "livekit.RoomService/SendData": Method(room_pb.SendDataRequest, self.send_data),
             "livekit.AgentDispatchService/CreateDispatch": Method(
                 agent_dispatch.CreateAgentDispatchRequest, self.create_dispatch
