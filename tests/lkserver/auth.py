@@ -74,12 +74,6 @@ class KeyStore:
             raise AuthError("authorization header missing")
         return self.verify(token)
 
-    def mint(self, api_key: str, token: api.AccessToken) -> str:
-        """Sign ``token`` (built with any key) with ``api_key``'s secret."""
-        token.api_key = api_key
-        token.api_secret = self.secret(api_key)
-        return token.to_jwt()
-
 
 def require_join(creds: Credentials, room_hint: str = "") -> str:
     """The room a join token may enter; 401 unless it has ``room_join``, a room and an identity."""
