@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel
 
 from agent.config import Settings
+from agent.speech.health import ProviderStatus
 
 from .exchange_log import ExchangeLog
 from .models import ConverseRequest, ConverseResult, ProgressCallback, no_progress
 from .transport import Transport, TransportHealth
 
 if TYPE_CHECKING:
-    from agent.speech.health import ProviderStatus
     from livekit.agents import stt, tts, vad
 
 logger = logging.getLogger(__name__)
@@ -48,20 +48,20 @@ class VoiceService:
     def speech(self) -> tuple[stt.STT, tts.TTS, vad.VAD]:
         from agent.speech import build_stt, build_tts, build_vad
 
-        if self._stt is None:
-            self._stt = build_stt(self.settings)
-        if self._tts is None:
-            self._tts = build_tts(self.settings)
         if self._vad is None:
             self._vad = build_vad(self.settings)
+        if self._stt is None:
+            self._stt = build_stt(self.settings, vad=self._vad)
+        if self._tts is None:
+            self._tts = build_tts(self.settings)
         return self._stt, self._tts, self._vad
 
     def local_transport(self) -> Transport:
         if self._local is None:
-            from .local import LocalTransport
+            from .local import build_local_transport
 
             stt_, tts_, vad_ = self.speech()
-            self._local = LocalTransport(self.settings, stt=stt_, tts=tts_, vad=vad_)
+            self._local = build_local_transport(self.settings, stt=stt_, tts=tts_, vad=vad_)
         return self._local
 
     def livekit_transport(self) -> Transport | None:
@@ -76,10 +76,9 @@ class VoiceService:
     async def prewarm(self) -> None:
         """Load the speech models in the background so the first converse does not pay for it."""
         try:
-            await asyncio.to_thread(self.speech)
-            from agent.speech import prewarm
-
-            await prewarm(*self.speech())
+            stt_, tts_, _ = await asyncio.to_thread(self.speech)
+            stt_.prewarm()
+            tts_.prewarm()
         except Exception as exc:  # a broken provider is reported by converse and voice_status, not here
             logger.warning("could not prewarm the speech providers: %s", exc)
 
