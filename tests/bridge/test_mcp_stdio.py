@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from mcp import Client, StdioServerParameters
 
+from tests.audio.pulse import VirtualAudio
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -58,10 +60,14 @@ async def test_bad_arguments_get_a_clear_error(tmp_path: Path, arguments: dict[s
         assert expected in result.content[0].text
 
 
-async def test_missing_microphone_is_a_clear_tool_error_not_a_hang(tmp_path: Path) -> None:
-    async with Client(server_params(tmp_path), read_timeout_seconds=120) as client:
+async def test_missing_microphone_is_a_clear_tool_error_not_a_hang(
+    tmp_path: Path, virtual_audio: VirtualAudio
+) -> None:
+    params = server_params(tmp_path, **virtual_audio.env)  # a speaker exists; the named microphone does not
+    async with Client(params, read_timeout_seconds=120) as client:
         result = await client.call_tool("converse", {"message": "Can you hear me?", "transport": "local"})
         assert result.is_error
         text = result.content[0].text
-        assert text.startswith("[audio_device]")
-        assert "VOICE_MCP_INPUT_DEVICE" in text
+        assert "[audio_device]" in text
+        assert "no-such-microphone" in text and "VOICE_MCP_INPUT_DEVICE" in text
+        assert "Traceback" not in text
