@@ -122,6 +122,7 @@ async def entrypoint(ctx: JobContext) -> None:
         default_silence_ms=settings.silence_ms,
     )
     _register_message_streams(room, inbox)
+    await ctx.connect()  # before the session: RoomIO linked to a given identity needs the local participant
 
     await session.start(
         VoiceMcpAgent(service, llm_enabled=llm is not None),
@@ -135,9 +136,34 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     UserLinker(room, session.room_io, bridge_identity=settings.bridge_identity).start()
     _register_rpc(room, service, inbox)
+    if await _another_worker_serves(room):
+        ctx.shutdown("another voice-mcp worker serves this room")
+        return
     logger.info(
         "voice-mcp worker ready in room %s (protocol v%d, llm=%s)", room.name, PROTOCOL_VERSION, settings.llm_model
     )
+
+
+async def _another_worker_serves(room: rtc.Room) -> bool:
+    """Two dispatches can race (a bridge retrying while a worker starts): the worker with the smallest identity
+    keeps the room, so user turns are never split between two queues. The bridge prefers the same one."""
+    me = room.local_participant.identity
+    for identity in sorted(room.remote_participants):
+        if not identity.startswith(WORKER_IDENTITY_PREFIX) or identity >= me:
+            continue
+        try:
+            await room.local_participant.perform_rpc(
+                destination_identity=identity,
+                method=RPC_PING,
+                payload="{}",
+                response_timeout=3.0,
+                max_round_trip_latency=3.0,
+            )
+        except Exception:
+            continue  # silent or gone: not serving
+        logger.info("worker %s already serves room %s; leaving", identity, room.name)
+        return True
+    return False
 
 
 def _label(label: Any, component: Any) -> str | None:
@@ -223,8 +249,18 @@ def _request_id(payload: str) -> str:
 # --- the server ----------------------------------------------------------------------------------------------------
 
 
+MAX_JOBS = 8
+
+
+def job_load(server: AgentServer) -> float:
+    """Load by rooms served, not CPU: speech models keep two cores busy, and shedding the one room we serve
+    because of that would leave the user with nobody to talk to."""
+    return min(len(server.active_jobs) / MAX_JOBS, 1.0)
+
+
 def build_server(settings: Settings) -> AgentServer:
     server = AgentServer(
+        load_fnc=job_load,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,

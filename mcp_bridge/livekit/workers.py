@@ -14,8 +14,8 @@ from agent.protocol import ATTR_ROLE, RPC_PING, WORKER_IDENTITY_PREFIX, PingCall
 logger = logging.getLogger("voice-mcp.livekit")
 
 PING_TIMEOUT = 3.0
-DISPATCH_PATIENCE = 60.0
-"""A dispatch younger than this is still starting (a worker may load its models first): do not send another."""
+DISPATCH_PATIENCE = 15.0
+"""A dispatch younger than this may still be starting: do not send another (a duplicate would leave again)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class WorkerHandle:
 
 
 def worker_candidates(room: rtc.Room) -> list[rtc.RemoteParticipant]:
-    """Participants that may be voice-mcp workers, newest first."""
+    """Participants that may be voice-mcp workers, in the order a contested room is kept by them."""
     found = [
         p
         for p in room.remote_participants.values()
@@ -33,7 +33,7 @@ def worker_candidates(room: rtc.Room) -> list[rtc.RemoteParticipant]:
         or p.attributes.get(ATTR_ROLE) == "worker"
         or p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
     ]
-    return sorted(found, key=lambda p: p.joined_at.timestamp() if p.joined_at else 0.0, reverse=True)
+    return sorted(found, key=lambda p: p.identity)  # the worker that keeps a contested room (agent.worker)
 
 
 _SILENT_CODES = {

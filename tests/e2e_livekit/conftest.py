@@ -1,0 +1,130 @@
+"""Fixtures for the LiveKit end-to-end tests (run them with `tests/netns/run .venv/bin/pytest tests/e2e_livekit`).
+
+Tests marked `livekit` need the private network namespace of `tests/netns/run` (ICE needs a non-loopback
+interface); outside it they skip, or fail when CI=true. Fixtures for other test packages (e.g. an MCP stdio test
+against the LiveKit path): `lk_server`, `lk_worker`, `lk_settings(room=...)`, `lk_user`, `whisper`, `piper`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from livekit import rtc
+
+from agent.config import Settings, load_settings
+from agent.speech import FasterWhisperSTT, PiperTTS
+
+from .harness import ServerProcess, TestUser, WorkerProcess, inside_test_netns, start_server, start_worker
+
+
+@pytest.fixture(scope="session")
+def _require_netns() -> None:
+    if inside_test_netns():
+        return
+    message = "LiveKit e2e tests need the private network namespace: run them via tests/netns/run"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def lk_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("livekit-e2e")
+
+
+@pytest.fixture(scope="session")
+def lk_server(_require_netns: None, lk_logs: Path) -> Iterator[ServerProcess]:
+    server = start_server(lk_logs)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lk_worker(lk_server: ServerProcess, lk_logs: Path) -> Iterator[WorkerProcess]:
+    """The shared worker (agent name `voice-mcp`). Tests that kill a worker start their own under another name."""
+    worker = start_worker(lk_server, lk_logs)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def start_lk_worker(lk_server: ServerProcess, lk_logs: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = start_worker(lk_server, lk_logs, {k.upper(): v for k, v in env.items()})
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def clean_settings(**overrides: object) -> Settings:
+    """Settings from defaults plus overrides only: no .env, no VOICE_MCP_*/LIVEKIT_* from the caller's shell."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("VOICE_MCP_", "LIVEKIT_"))}
+    try:
+        return load_settings(env_file=None, **overrides)
+    finally:
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def lk_room() -> str:
+    return f"e2e-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def lk_settings(lk_server: ServerProcess, lk_room: str) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "livekit_url": lk_server.url,
+            "livekit_api_key": lk_server.api_key,
+            "livekit_api_secret": lk_server.api_secret,
+            "room": lk_room,
+            "livekit_timeout": 8.0,
+        }
+        values.update(overrides)
+        return clean_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def lk_user(lk_server: ServerProcess, lk_room: str) -> AsyncIterator[TestUser]:
+    user = await TestUser.join(lk_server, lk_room)
+    yield user
+    await user.leave()
+
+
+@pytest.fixture(scope="session")
+def whisper() -> FasterWhisperSTT:
+    stt = FasterWhisperSTT()
+    stt._model_sync()
+    return stt
+
+
+@pytest.fixture(scope="session")
+def piper() -> PiperTTS:
+    tts = PiperTTS()
+    tts._voice_sync()
+    return tts
+
+
+async def synthesize(piper: PiperTTS, text: str) -> rtc.AudioFrame:
+    return await piper.synthesize(text).collect()
+
+
+async def wait_until(predicate: Callable[[], bool], within: float, what: str, step: float = 0.1) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(step)

@@ -1,0 +1,77 @@
+"""converse through a real LiveKit room: bridge transport -> loopback server -> real worker -> a real user."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import jiwer
+import numpy as np
+import pytest
+from livekit import rtc
+
+from agent.config import Settings
+from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.livekit import LiveKitTransport
+from mcp_bridge.models import ConverseRequest, ListenOptions, Stage
+
+from .conftest import synthesize, wait_until
+from .harness import USER_RATE, TestUser, WorkerProcess, agent_transcript_text
+
+pytestmark = [pytest.mark.livekit, pytest.mark.timeout(600)]
+
+
+def words(text: str) -> set[str]:
+    return set(jiwer.RemovePunctuation()(text.lower()).split())
+
+
+class StageLog:
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+        self.listening = asyncio.Event()
+
+    async def __call__(self, stage: Stage, message: str) -> None:
+        self.stages.append(stage)
+        if stage == Stage.LISTENING:
+            self.listening.set()
+
+
+async def transcribe(whisper: FasterWhisperSTT, samples: np.ndarray) -> str:
+    frame = rtc.AudioFrame(samples.tobytes(), USER_RATE, 1, samples.size)
+    event = await whisper.recognize([frame])
+    return event.alternatives[0].text
+
+
+async def test_converse_speaks_to_the_user_and_returns_the_spoken_reply(
+    lk_worker: WorkerProcess,
+    lk_settings: Callable[..., Settings],
+    lk_user: TestUser,
+    whisper: FasterWhisperSTT,
+    piper: PiperTTS,
+) -> None:
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    stages = StageLog()
+    message = "The build is green. Shall I deploy the release to staging now?"
+    reply = "Yes please, deploy it to staging."
+    try:
+        call = asyncio.create_task(
+            transport.converse(ConverseRequest(message=message, listen=ListenOptions(max_seconds=90)), stages)
+        )
+        await asyncio.wait_for(stages.listening.wait(), 180)
+
+        heard = await transcribe(whisper, lk_user.heard.voiced())
+        assert {"deploy", "release", "staging"} <= words(heard), heard
+
+        await lk_user.speak(await synthesize(piper, reply))
+        result = await asyncio.wait_for(call, 120)
+    finally:
+        await transport.aclose()
+
+    assert result.transport == "livekit"
+    assert result.heard_speech and result.ended_by == "silence"
+    assert {"deploy", "staging"} <= words(result.text), result.text
+    assert result.timings.first_audio_ms is not None and result.timings.speak_ms is not None
+    assert result.tts_provider == "piper" and result.stt_provider == "faster-whisper"
+    assert Stage.SPEAKING in stages.stages and stages.stages[-1] == Stage.DONE
+    # what LiveKit frontends (the Agents Playground) show: the worker publishes its speech as transcription
+    await wait_until(lambda: "staging" in agent_transcript_text(lk_user).lower(), 30, "the agent transcription")
