@@ -13,7 +13,7 @@ from livekit import rtc
 from agent.config import Settings
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions, Stage
+from mcp_bridge.models import ConverseRequest, ConverseTimeout, ListenOptions, Stage, TransportUnavailable
 
 from .conftest import synthesize, wait_until
 from .harness import USER_RATE, TestUser, WorkerProcess, agent_transcript_text
@@ -75,3 +75,76 @@ async def test_converse_speaks_to_the_user_and_returns_the_spoken_reply(
     assert Stage.SPEAKING in stages.stages and stages.stages[-1] == Stage.DONE
     # what LiveKit frontends (the Agents Playground) show: the worker publishes its speech as transcription
     await wait_until(lambda: "staging" in agent_transcript_text(lk_user).lower(), 30, "the agent transcription")
+
+
+async def test_a_worker_killed_mid_converse_fails_the_call_and_the_next_call_works(
+    start_lk_worker: Callable[..., WorkerProcess],
+    lk_settings: Callable[..., Settings],
+    lk_user: TestUser,
+    piper: PiperTTS,
+) -> None:
+    agent_name = "voice-mcp-crash-test"  # its own workers: the shared one must not take these dispatches
+    worker = start_lk_worker(voice_mcp_agent_name=agent_name)
+    transport = LiveKitTransport(lk_settings(agent_name=agent_name, livekit_timeout=5.0), worker_start_timeout=120)
+    try:
+        stages = StageLog()
+        # listening for up to ten minutes: only noticing the dead worker can end this call early
+        doomed = asyncio.create_task(
+            transport.converse(
+                ConverseRequest(message="Tell me when you are ready.", listen=ListenOptions(max_seconds=600)), stages
+            )
+        )
+        await asyncio.wait_for(stages.listening.wait(), 180)
+        worker.kill()
+        with pytest.raises((ConverseTimeout, TransportUnavailable)) as caught:
+            await asyncio.wait_for(doomed, 90)
+        assert caught.value.hint, "the error says what to do"
+
+        start_lk_worker(voice_mcp_agent_name=agent_name)
+        stages = StageLog()
+        call = asyncio.create_task(
+            transport.converse(
+                ConverseRequest(message="I am back. Are you still there?", listen=ListenOptions(max_seconds=90)),
+                stages,
+            )
+        )
+        await asyncio.wait_for(stages.listening.wait(), 180)
+        await lk_user.speak(await synthesize(piper, "Yes, I am still here."))
+        result = await asyncio.wait_for(call, 120)
+    finally:
+        await transport.aclose()
+    assert result.transport == "livekit"
+    assert "here" in words(result.text), result.text
+
+
+async def test_what_the_user_says_with_no_converse_waiting_is_returned_by_the_next_converse(
+    lk_worker: WorkerProcess,
+    lk_settings: Callable[..., Settings],
+    lk_user: TestUser,
+    piper: PiperTTS,
+) -> None:
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    try:
+        worker = await transport.ensure_worker(120)  # dispatched and in the room, nobody calling converse
+        for _ in range(300):
+            if worker.info.user_identity == "alice":
+                break
+            await asyncio.sleep(0.2)
+            worker = await transport.ensure_worker(30)
+        assert worker.info.user_identity == "alice", "the worker listens to the user"
+
+        await lk_user.speak(await synthesize(piper, "Remember to update the changelog before the release."))
+        for _ in range(300):
+            worker = await transport.ensure_worker(30)
+            if worker.info.queued:
+                break
+            await asyncio.sleep(0.2)
+        assert worker.info.queued == 1
+
+        result = await asyncio.wait_for(
+            transport.converse(ConverseRequest(message="Anything else before I start?"), StageLog()), 180
+        )
+    finally:
+        await transport.aclose()
+    assert result.transport == "livekit" and result.heard_speech
+    assert {"remember", "update", "release"} <= words(result.text), result.text
