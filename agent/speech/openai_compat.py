@@ -3,10 +3,17 @@
 Provider entry `openai` uses `openai_base_url` (default: OpenAI itself) and needs `openai_api_key`. An entry
 that is a URL is a local or self-hosted OpenAI-compatible server; such servers usually ignore the key, so a
 placeholder is sent when none is configured.
+
+Each provider gets its own `openai.AsyncClient` (built here, passed to the plugin as `client=`, closed by the
+provider's `aclose()`), with `max_retries=0` (failover, not retries) and every timeout phase capped at
+`settings.provider_timeout`: the plugin asks for a 30 s read timeout per request, which would let a server that
+accepts the connection and never answers hold the conversation for 30 s before the next provider is asked.
 """
 
 from __future__ import annotations
 
+import httpx2 as httpx
+import openai as openai_sdk
 from livekit.plugins import openai
 
 from agent.config import Settings
@@ -16,6 +23,7 @@ from .errors import ProviderUnavailable
 OPENAI_KIND = "openai"
 PLACEHOLDER_API_KEY = "voice-mcp-no-key"
 OPENAI_KEY_FIX = "set OPENAI_API_KEY (or VOICE_MCP_OPENAI_API_KEY), or remove `openai` from the provider list"
+TIMEOUT_PHASES = ("connect", "read", "write", "pool")
 
 
 def is_url(entry: str) -> bool:
@@ -31,30 +39,86 @@ def endpoint(entry: str, settings: Settings) -> tuple[str | None, str]:
     return settings.openai_base_url, settings.openai_api_key
 
 
+class CappedTimeoutTransport(httpx.AsyncBaseTransport):
+    """httpx transport that caps each timeout phase (connect, read, write, pool) of every request at `limit` s.
+
+    Per-request timeouts (httpx's documented `timeout` request extension; openai uses Pydantic's continuation
+    `httpx2`) win over a client's default, and the plugin sets one on every request; capping them here is what
+    bounds a server that never answers.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        asked = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            phase: self.limit if asked.get(phase) is None else min(asked[phase], self.limit) for phase in TIMEOUT_PHASES
+        }
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def make_client(entry: str, settings: Settings) -> openai_sdk.AsyncClient:
+    """Our own client for one provider entry: no retries, every timeout phase at most `provider_timeout`."""
+    base_url, api_key = endpoint(entry, settings)
+    limit = settings.provider_timeout
+    return openai_sdk.AsyncClient(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=0,
+        timeout=httpx.Timeout(limit),
+        http_client=httpx.AsyncClient(
+            transport=CappedTimeoutTransport(limit), timeout=httpx.Timeout(limit), follow_redirects=True
+        ),
+    )
+
+
 class OpenAISTT(openai.STT):
-    """`livekit.plugins.openai.STT` that also closes its HTTP client on `aclose()` (the plugin leaves it open)."""
+    """`livekit.plugins.openai.STT` on a client we built; `aclose()` also closes that client."""
+
+    def __init__(self, *, client: openai_sdk.AsyncClient, **options: object) -> None:
+        super().__init__(client=client, **options)  # type: ignore[arg-type]
+        self.owned_client = client
 
     async def aclose(self) -> None:
         await super().aclose()
-        await self._client.close()
+        await self.owned_client.close()
 
 
-def openai_stt(entry: str, settings: Settings) -> openai.STT:
-    base_url, api_key = endpoint(entry, settings)
-    kwargs: dict[str, str] = {"api_key": api_key}
-    if base_url:
-        kwargs["base_url"] = base_url
+class OpenAITTS(openai.TTS):
+    """`livekit.plugins.openai.TTS` on a client we built; `aclose()` also closes that client."""
+
+    def __init__(self, *, client: openai_sdk.AsyncClient, **options: object) -> None:
+        super().__init__(client=client, **options)  # type: ignore[arg-type]
+        self.owned_client = client
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.owned_client.close()
+
+
+def openai_stt(entry: str, settings: Settings) -> OpenAISTT:
     # use_realtime=False: plain /audio/transcriptions, which every compatible server implements
-    return openai.STT(model=settings.openai_stt_model, language=settings.stt_language, use_realtime=False, **kwargs)
+    return OpenAISTT(
+        client=make_client(entry, settings),
+        model=settings.openai_stt_model,
+        language=settings.stt_language,
+        use_realtime=False,
+    )
 
 
-def openai_tts(entry: str, settings: Settings) -> openai.TTS:
-    base_url, api_key = endpoint(entry, settings)
-    kwargs: dict[str, str] = {"api_key": api_key}
-    if base_url:
-        kwargs["base_url"] = base_url
+def openai_tts(entry: str, settings: Settings) -> OpenAITTS:
+    options: dict[str, object] = {}
     if is_url(entry):
-        kwargs["response_format"] = "wav"  # local servers: no encoder needed, lossless, universally supported
-    return openai.TTS(
-        model=settings.openai_tts_model, voice=settings.openai_tts_voice, speed=settings.tts_speed, **kwargs
+        options["response_format"] = "wav"  # local servers: no encoder needed, lossless, universally supported
+    return OpenAITTS(
+        client=make_client(entry, settings),
+        model=settings.openai_tts_model,
+        voice=settings.openai_tts_voice,
+        speed=settings.tts_speed,
+        **options,
     )

@@ -11,11 +11,14 @@ local servers; it is not a mock of our code. Reusable:
         server.requests                 # [(method, path), ...] in arrival order
         server.auth_headers             # Authorization headers received
 
-`closed_port_url()` gives the base URL of a loopback port nobody listens on (connection refused).
+`closed_port_url()` gives the base URL of a loopback port nobody listens on (connection refused);
+`SilentServer` accepts connections, reads the requests and never answers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import socket
 import wave
@@ -35,6 +38,38 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
+
+
+class SilentServer:
+    """A loopback server that accepts every connection, reads what it is sent and never answers."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+
+    async def __aenter__(self) -> SilentServer:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
@@ -88,11 +123,10 @@ class OpenAICompatibleServer:
         app.router.add_post("/v1/audio/speech", self._speech)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -7,13 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents import APIConnectionError, stt, tts
+from livekit.agents import APIConnectionError, APIConnectOptions, APITimeoutError, stt, tts
 
-from agent.speech import build_stt, build_tts, provider_label, provider_labels
+from agent.speech import build_one_stt, build_stt, build_tts, provider_label, provider_labels
 from agent.speech.builders import FallbackSTT
 
 from .conftest import SENTENCE, make_settings
-from .openai_compatible_server import OpenAICompatibleServer, closed_port_url
+from .openai_compatible_server import OpenAICompatibleServer, SilentServer, closed_port_url
 from .test_roundtrip import wer
 
 HANG_GUARD = 120  # seconds; only there to turn a hang into a failure, not a performance limit
@@ -137,3 +137,43 @@ async def test_stt_adapter_streams_through_the_vad_like_an_agent_session(piper_s
 
     assert len(texts) == 1 and wer(SENTENCE, texts[0]) <= 0.15, texts
     assert provider_label(adapter) == "faster-whisper"
+
+
+async def test_stt_server_that_never_answers_fails_over(piper_sentence: rtc.AudioFrame) -> None:
+    """Accepts the connection, never answers: the request is given up after provider_timeout, not the plugin's
+    own 30 s read timeout, and the next provider answers."""
+    async with SilentServer() as silent:
+        adapter = build_stt(make_settings(stt=[silent.base_url, "faster-whisper"], provider_timeout=1))
+        try:
+            event = await asyncio.wait_for(adapter.recognize(piper_sentence), HANG_GUARD)
+        finally:
+            await adapter.aclose()
+        assert silent.connections >= 1  # the silent server was really asked first
+
+    assert wer(SENTENCE, event.alternatives[0].text) <= 0.15
+    assert provider_label(adapter) == "faster-whisper"
+
+
+async def test_tts_server_that_never_answers_fails_over() -> None:
+    async with SilentServer() as silent:
+        adapter = build_tts(make_settings(tts=[silent.base_url, "piper"], provider_timeout=1))
+        try:
+            frame = await asyncio.wait_for(adapter.synthesize("Good morning.").collect(), HANG_GUARD)
+        finally:
+            await adapter.aclose()
+        assert silent.connections >= 1
+
+    assert frame.duration > 0.3
+    assert provider_label(adapter) == "piper"
+
+
+async def test_single_silent_server_times_out() -> None:
+    async with SilentServer() as silent:
+        provider = build_one_stt(silent.base_url, make_settings(stt=[silent.base_url], provider_timeout=1))
+        silence = rtc.AudioFrame(b"\0\0" * 16000, 16000, 1, 16000)
+        try:
+            with pytest.raises(APITimeoutError):
+                no_retry = APIConnectOptions(max_retry=0)  # livekit's default retries a single provider
+                await asyncio.wait_for(provider.recognize(silence, conn_options=no_retry), HANG_GUARD)
+        finally:
+            await provider.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from livekit import rtc
 
 from agent.speech import FasterWhisperSTT, build_one_stt, build_one_tts, provider_label
-from agent.speech.openai_compat import PLACEHOLDER_API_KEY
+from agent.speech.openai_compat import PLACEHOLDER_API_KEY, OpenAISTT, OpenAITTS
 
 from .conftest import SENTENCE, make_settings
 from .openai_compatible_server import OpenAICompatibleServer
@@ -25,6 +25,7 @@ async def test_url_stt_transcribes_through_the_server(
     assert ("POST", "/v1/audio/transcriptions") in openai_server.requests
     assert openai_server.auth_headers[-1] == f"Bearer {PLACEHOLDER_API_KEY}"  # no key needed for local servers
     assert provider_label(stt) == openai_server.base_url
+    assert isinstance(stt, OpenAISTT) and stt.owned_client.is_closed()  # our client, closed with the provider
 
 
 async def test_url_tts_speaks_through_the_server(
@@ -40,6 +41,7 @@ async def test_url_tts_speaks_through_the_server(
     assert ("POST", "/v1/audio/speech") in openai_server.requests
     assert frame.sample_rate == tts.sample_rate == 24000  # WAV from the server, decoded + resampled by livekit
     assert frame.duration > 1.0
+    assert isinstance(tts, OpenAITTS) and tts.owned_client.is_closed()
     heard = (await whisper.recognize(frame)).alternatives[0].text
     assert wer(text, heard) <= 0.15, heard
 
