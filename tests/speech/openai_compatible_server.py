@@ -8,6 +8,7 @@ local servers; it is not a mock of our code. Reusable:
         settings = load_settings(stt=[server.base_url], tts=[server.base_url])
         ...
         server.fail_with = 500          # every audio request now answers 500 (a broken server)
+        server.fail_next = 1            # only the next audio request answers 500 (a passing hiccup)
         server.requests                 # [(method, path), ...] in arrival order
         server.auth_headers             # Authorization headers received
 
@@ -100,6 +101,7 @@ class OpenAICompatibleServer:
     tts: PiperTTS | None = None
     host: str = "127.0.0.1"
     fail_with: int | None = None
+    fail_next: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -137,7 +139,10 @@ class OpenAICompatibleServer:
     async def _record(self, request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.auth_headers.append(request.headers.get("Authorization", ""))
-        if self.fail_with is not None and request.path.startswith("/v1/audio/"):
+        hiccup = self.fail_next > 0 and request.path.startswith("/v1/audio/")
+        if hiccup:
+            self.fail_next -= 1
+        if hiccup or (self.fail_with is not None and request.path.startswith("/v1/audio/")):
             return web.json_response(
                 {"error": {"message": "simulated failure", "type": "server_error"}}, status=self.fail_with
             )

@@ -177,3 +177,56 @@ async def test_single_silent_server_times_out() -> None:
                 await asyncio.wait_for(provider.recognize(silence, conn_options=no_retry), HANG_GUARD)
         finally:
             await provider.aclose()
+
+
+async def test_tts_label_ignores_background_probes_and_follows_recovery(openai_server: OpenAICompatibleServer) -> None:
+    """A provider that failed once is probed by livekit in the background; the probe's success must not be
+    taken for the request's answer, but once recovered the provider serves, and is named, again."""
+    openai_server.fail_next = 1
+    adapter = build_tts(make_settings(tts=[openai_server.base_url, "piper"]))
+    recovered = asyncio.Event()
+    adapter.on("tts_availability_changed", lambda ev: ev.available and recovered.set())
+    try:
+        await asyncio.wait_for(adapter.synthesize("Good morning.").collect(), HANG_GUARD)
+        assert provider_label(adapter) == "piper"
+        await asyncio.wait_for(recovered.wait(), HANG_GUARD)  # the probe of the server succeeded
+        assert openai_server.requests.count(("POST", "/v1/audio/speech")) == 2
+        assert provider_label(adapter) == "piper"  # the probe answered nobody
+
+        await asyncio.wait_for(adapter.synthesize("Good evening.").collect(), HANG_GUARD)
+        assert provider_label(adapter) == openai_server.base_url
+    finally:
+        await adapter.aclose()
+
+
+async def test_stt_label_ignores_background_probes_and_follows_recovery(
+    openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
+) -> None:
+    openai_server.fail_next = 1
+    adapter = build_stt(make_settings(stt=[openai_server.base_url, "faster-whisper"]))
+    recovered = asyncio.Event()
+    adapter.on("stt_availability_changed", lambda ev: ev.available and recovered.set())
+    try:
+        await asyncio.wait_for(adapter.recognize(piper_sentence), HANG_GUARD)
+        assert provider_label(adapter) == "faster-whisper"
+        await asyncio.wait_for(recovered.wait(), HANG_GUARD)
+        assert provider_label(adapter) == "faster-whisper"
+
+        event = await asyncio.wait_for(adapter.recognize(piper_sentence), HANG_GUARD)
+        assert wer(SENTENCE, event.alternatives[0].text) <= 0.15
+        assert provider_label(adapter) == openai_server.base_url
+    finally:
+        await adapter.aclose()
+
+
+async def test_label_survives_a_request_that_failed_everywhere(openai_server: OpenAICompatibleServer) -> None:
+    adapter = build_tts(make_settings(tts=[closed_port_url(), openai_server.base_url], provider_timeout=2))
+    try:
+        await asyncio.wait_for(adapter.synthesize("Hello.").collect(), HANG_GUARD)
+        assert provider_label(adapter) == openai_server.base_url
+        openai_server.fail_with = 500
+        with pytest.raises(APIConnectionError):
+            await asyncio.wait_for(adapter.synthesize("Hello again.").collect(), HANG_GUARD)
+        assert provider_label(adapter) == openai_server.base_url  # still the last one that succeeded
+    finally:
+        await adapter.aclose()
