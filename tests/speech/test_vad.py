@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 from livekit.plugins import silero
@@ -69,8 +72,23 @@ async def test_silence_setting_decides_whether_a_pause_ends_the_turn(piper_sente
     assert vad.min_silence_duration == 1.5
 
 
-def test_aggressiveness_maps_to_activation_threshold() -> None:
+def test_aggressiveness_maps_to_activation_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     thresholds = [activation_threshold(level) for level in range(4)]
     assert thresholds == sorted(thresholds) and len(set(thresholds)) == 4
-    assert build_vad(make_settings(vad_aggressiveness=3))._opts.activation_threshold == thresholds[3]
-    assert build_vad(make_settings(), aggressiveness=0)._opts.activation_threshold == thresholds[0]
+
+    asked: list[dict[str, Any]] = []
+    real_load = silero.VAD.load
+
+    def recording_load(**options: Any) -> lk_vad.VAD:  # the plugin's public constructor, called through
+        asked.append(options)
+        return real_load(**options)
+
+    monkeypatch.setattr(silero.VAD, "load", recording_load)
+    loud = build_vad(make_settings(vad_aggressiveness=3, silence_ms=700))
+    quiet = build_vad(make_settings(), aggressiveness=0, silence_ms=300)
+
+    assert asked[0]["activation_threshold"] == thresholds[3] and asked[1]["activation_threshold"] == thresholds[0]
+    assert loud.min_silence_duration == 0.7 and quiet.min_silence_duration == 0.3
+    assert loud is not quiet  # each VAD has its own options: tuning one leaves the other alone
+    tune_vad(quiet, silence_ms=900)
+    assert loud.min_silence_duration == 0.7 and quiet.min_silence_duration == 0.9
