@@ -259,8 +259,8 @@ def build_stt(settings: Settings, *, vad: vad.VAD | None = None) -> stt.STT:
 
     Providers that cannot be built (missing package/key) are skipped with a warning; `ProviderUnavailable` if
     none is left. Our providers are non-streaming, so failover needs a VAD to cut utterances for `stream()`:
-    pass the session's `vad`, or one is built from the settings. Each provider gets one attempt (connect
-    timeout `provider_timeout` for servers) before the next one is asked.
+    pass the session's `vad`, or one is built from the settings. Each provider gets one attempt (for servers
+    every timeout phase is capped at `provider_timeout`, see `openai_compat`) before the next one is asked.
     """
     providers: list[stt.STT] = _build_all("stt", settings.stt, lambda e: build_one_stt(e, settings))
     if len(providers) == 1:

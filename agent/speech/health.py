@@ -22,6 +22,7 @@ from .errors import ProviderUnavailable
 from .espeak_tts import ESPEAK_FIX, find_espeak
 from .models import BUNDLED_PIPER_VOICE, BUNDLED_WHISPER, OFFLINE_FIX, bundled_whisper_path, piper_voice_paths
 from .openai_compat import OPENAI_KEY_FIX, is_url
+from .piper_tts import require_piper
 
 PROBE_TIMEOUT = 2.0
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
@@ -71,11 +72,10 @@ def _check_whisper(settings: Settings) -> ProviderStatus:
 
 
 def _check_piper(settings: Settings) -> ProviderStatus:
-    if importlib.util.find_spec("piper") is None:
-        return ProviderStatus(
-            role="tts", name="piper", available=False, detail="piper-tts is not installed",
-            fix="pip install voice-mcp (piper-tts is a dependency)",
-        )  # fmt: skip
+    try:
+        require_piper()
+    except ProviderUnavailable as exc:
+        return _status("tts", "piper", exc)
     try:
         model, _ = piper_voice_paths(settings.tts_voice)
     except ProviderUnavailable as exc:
@@ -159,7 +159,7 @@ async def check_providers(settings: Settings, *, probe_remote: bool = False) -> 
 
     async def tts_status(entry: str) -> ProviderStatus:
         if entry == "piper":
-            return _check_piper(settings)
+            return await asyncio.to_thread(_check_piper, settings)  # imports piper-tts once
         if entry == "espeak":
             return _check_espeak()
         return await _check_openai_like("tts", entry, settings, probe_remote)

@@ -3,6 +3,10 @@
 Piper synthesises one chunk per sentence; each chunk is handed to livekit's `AudioEmitter` as soon as it exists,
 so the first sentence plays while the rest is still being synthesised. The voice (ONNX session) is loaded once
 per process, lazily and off the event loop.
+
+`piper-tts` is GPL-3.0-or-later, so it is not a core dependency: it comes with the extra
+`voice-mcp[offline]` (with the bundled voice). Without it, building a `PiperTTS` raises `ProviderUnavailable`
+and the next TTS in the list (by default espeak-ng) serves.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIC
 from livekit.agents.utils import shortuuid
 
 from .errors import ProviderUnavailable
-from .models import BUNDLED_PIPER_VOICE, cached, is_cached, piper_voice_paths
+from .models import BUNDLED_PIPER_VOICE, OFFLINE_FIX, cached, is_cached, piper_voice_paths
 
 if TYPE_CHECKING:
     from piper import AudioChunk, PiperVoice
@@ -29,6 +33,17 @@ if TYPE_CHECKING:
 class _LoadedVoice:
     voice: PiperVoice
     lock: threading.Lock  # piper's phonemizer (espeak bridge) is not known to be thread-safe
+
+
+PIPER_FIX = f"{OFFLINE_FIX} (piper-tts is GPL-3.0-or-later, hence optional), or use espeak / a server URL"
+
+
+def require_piper() -> None:
+    """`ProviderUnavailable` (with the fix) when the `piper` package (piper-tts) cannot be imported."""
+    try:
+        import piper  # noqa: F401
+    except ImportError as exc:
+        raise ProviderUnavailable("piper", f"piper-tts is not installed ({exc})", PIPER_FIX) from None
 
 
 def _load_voice(model: Path, config: Path) -> _LoadedVoice:
@@ -41,6 +56,7 @@ class PiperTTS(tts.TTS):
     """Piper voice. `voice="en_US-joe-medium"` uses the bundled voice; otherwise a path to a `.onnx` voice."""
 
     def __init__(self, *, voice: str = BUNDLED_PIPER_VOICE, speed: float = 1.0) -> None:
+        require_piper()
         model_path, config_path = piper_voice_paths(voice)  # ProviderUnavailable, with the fix, if missing
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
 from livekit import rtc
 
-from agent.speech import EspeakTTS, FasterWhisperSTT, PiperTTS, ProviderUnavailable
+from agent.speech import (
+    EspeakTTS,
+    FasterWhisperSTT,
+    PiperTTS,
+    ProviderUnavailable,
+    build_tts,
+    check_providers,
+    provider_label,
+    provider_labels,
+)
 
-from .conftest import synthesize
+from .conftest import make_settings, synthesize
 from .test_roundtrip import wer
 
 MULTI_SENTENCE = (
@@ -76,3 +87,21 @@ def test_missing_voice_and_binary_say_how_to_fix(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng on this PATH
     with pytest.raises(ProviderUnavailable, match="apt-get install espeak-ng"):
         EspeakTTS()
+
+
+async def test_without_piper_tts_installed_espeak_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """piper-tts (GPL) comes only with the offline extra; without it, Piper is skipped with the fix."""
+    monkeypatch.setitem(sys.modules, "piper", None)  # `import piper` now fails, as when it is not installed
+
+    with pytest.raises(ProviderUnavailable, match=re.escape("pip install 'voice-mcp[offline]'")) as missing:
+        PiperTTS()
+    assert missing.value.provider == "piper" and "piper-tts is not installed" in missing.value.problem
+
+    settings = make_settings(tts=["piper", "espeak"])
+    tts = build_tts(settings)
+    assert isinstance(tts, EspeakTTS) and provider_labels(tts) == ["espeak"]
+    frame = await synthesize(tts, "Good morning.")
+    assert frame.duration > 0.3 and provider_label(tts) == "espeak"
+
+    piper_status = next(s for s in await check_providers(settings) if s.name == "piper")
+    assert not piper_status.available and piper_status.fix and "voice-mcp[offline]" in piper_status.fix
