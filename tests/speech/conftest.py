@@ -34,14 +34,14 @@ async def synthesize(tts: PiperTTS | EspeakTTS, text: str) -> rtc.AudioFrame:
 @pytest.fixture(scope="session")
 def whisper() -> FasterWhisperSTT:
     stt = FasterWhisperSTT()
-    stt._model_sync()  # load once, before any test measures anything
+    asyncio.run(stt.load())  # load once, before any test measures anything
     return stt
 
 
 @pytest.fixture(scope="session")
 def piper() -> PiperTTS:
     tts = PiperTTS()
-    tts._voice_sync()
+    asyncio.run(tts.load())
     return tts
 
 
