@@ -224,7 +224,7 @@ class FallbackSTT(stt.StreamAdapter):
     def _forward_availability(self, event: stt.AvailabilityChangedEvent) -> None:
         self.emit("stt_availability_changed", event)  # type: ignore[arg-type]
 
-    def _conn_options(self, conn_options: APIConnectOptions) -> APIConnectOptions:
+    def _with_defaults(self, conn_options: APIConnectOptions) -> APIConnectOptions:
         return self._default_conn_options if conn_options is DEFAULT_API_CONNECT_OPTIONS else conn_options
 
     async def recognize(
@@ -234,7 +234,7 @@ class FallbackSTT(stt.StreamAdapter):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.SpeechEvent:
-        return await super().recognize(buffer, language=language, conn_options=self._conn_options(conn_options))
+        return await super().recognize(buffer, language=language, conn_options=self._with_defaults(conn_options))
 
     def stream(
         self,
@@ -242,7 +242,7 @@ class FallbackSTT(stt.StreamAdapter):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.RecognizeStream:
-        return super().stream(language=language, conn_options=self._conn_options(conn_options))
+        return super().stream(language=language, conn_options=self._with_defaults(conn_options))
 
     async def aclose(self) -> None:
         """Close the adapters and the providers they were built with (livekit's adapters leave those open)."""
