@@ -202,6 +202,10 @@ def encode_response(response: ConverseOk | ConverseFailed) -> tuple[str, str | N
 class ProtocolError(ValueError):
     """A peer sent something this protocol version cannot read."""
 
+    def __init__(self, message: str, code: ErrorCode = "bad_request") -> None:
+        self.code: ErrorCode = code
+        super().__init__(message)
+
 
 def decode_call(payload: str) -> ConverseCall:
     try:
@@ -209,7 +213,9 @@ def decode_call(payload: str) -> ConverseCall:
     except ValueError as exc:
         raise ProtocolError(f"unreadable converse call: {exc}") from exc
     if call.v != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {call.v} is not supported (this side speaks {PROTOCOL_VERSION})")
+        raise ProtocolError(
+            f"protocol version {call.v} is not supported (this side speaks {PROTOCOL_VERSION})", "unsupported_version"
+        )
     if call.message is None and not call.message_stream:
         raise ProtocolError("converse call has neither a message nor message_stream=true")
     return call

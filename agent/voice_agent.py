@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 
 from livekit.agents import Agent, AgentSession, StopResponse, llm
@@ -83,25 +84,29 @@ class AgentSessionPort:
 
         self._session.on("agent_state_changed", on_state)
         self._session.on("error", on_error)
+        # queued together (no gaps between parts); an interruption stops the parts still to come
+        handles = [self._session.say(part, allow_interruptions=allow_interruptions) for part in speech_parts(text)]
+        interrupted = False
         try:
-            handle = self._session.say(text, allow_interruptions=allow_interruptions)
-            try:
-                await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(_playout(handle))), within)
-            except TimeoutError:
-                handle.interrupt(force=True)
-                return SpeakOutcome(interrupted=True, error=f"speaking did not finish within {within:.0f} s")
+            async with asyncio.timeout(within):
+                for handle in handles:
+                    await handle
+                    if handle.interrupted:
+                        interrupted = True
+                        break
+        except TimeoutError:
+            return SpeakOutcome(interrupted=True, error=f"speaking did not finish within {within:.0f} s")
         finally:
+            for handle in handles:
+                if not handle.done():
+                    handle.interrupt(force=True)
             self._session.off("agent_state_changed", on_state)
             self._session.off("error", on_error)
         if not first_audio.done():
-            if errors:
-                return SpeakOutcome(interrupted=handle.interrupted, error="; ".join(errors))
-            return SpeakOutcome(interrupted=handle.interrupted)
+            return SpeakOutcome(interrupted=interrupted, error="; ".join(errors) if errors else None)
         audio_at = first_audio.result()
         return SpeakOutcome(
-            interrupted=handle.interrupted,
-            first_audio_s=audio_at - started,
-            speak_s=time.monotonic() - audio_at,
+            interrupted=interrupted, first_audio_s=audio_at - started, speak_s=time.monotonic() - audio_at
         )
 
     def set_silence(self, silence_ms: int) -> None:
@@ -121,5 +126,28 @@ class AgentSessionPort:
         return linked.identity if linked is not None else None
 
 
-async def _playout(handle) -> None:  # type: ignore[no-untyped-def]
-    await handle
+SPEECH_PART_CHARS = 1500
+
+
+def speech_parts(text: str, limit: int = SPEECH_PART_CHARS) -> list[str]:
+    """`text` cut at sentence ends into parts of about `limit` characters (a long sentence stays whole).
+
+    livekit-agents' transcript synchronizer re-measures the pending text for every word it releases, which is
+    quadratic in the length of one `say()`: a 50 kB message would stall the worker's event loop for minutes.
+    Parts of a few sentences keep that cost small; joined they are exactly the original words.
+    """
+    if len(text) <= limit:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for sentence in _SENTENCE_END.split(text):
+        if current and len(current) + len(sentence) > limit:
+            parts.append(current)
+            current = ""
+        current += sentence
+    if current.strip():
+        parts.append(current)
+    return parts
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")

@@ -54,9 +54,26 @@ def prewarm(proc: JobProcess) -> None:
     vad = build_vad(settings)
     stt = build_stt(settings, vad=vad)
     tts = build_tts(settings)
-    for component in (stt, tts):
-        component.prewarm()  # loads the model in a background thread; first use waits for it
+    asyncio.run(_load_embedded_models(stt, tts))  # no event loop runs here yet; the job gets its own
     proc.userdata.update(settings=settings, vad=vad, stt=stt, tts=tts)
+
+
+async def _load_embedded_models(*components: Any) -> None:
+    """Load the on-device models (faster-whisper, Piper) now, so the first converse does not wait for them.
+
+    Only components with a `load()` coroutine (ours) are loaded; network providers are left alone: a connection
+    prewarmed here would belong to this short-lived loop, not the job's.
+    """
+    pending = list(components)
+    while pending:
+        component = pending.pop()
+        pending.extend(getattr(component, "_stt_instances", []) or getattr(component, "_tts_instances", []))
+        load = getattr(component, "load", None)
+        if load is not None and asyncio.iscoroutinefunction(load):
+            try:
+                await load()
+            except Exception as exc:  # a provider that cannot load is reported when it is used
+                logger.warning("could not preload %s: %s", type(component).__name__, exc)
 
 
 def build_llm(settings: Settings) -> Any | None:
@@ -181,12 +198,16 @@ def _register_message_streams(room: rtc.Room, inbox: StreamInbox) -> None:
         if not request_id:
             logger.warning("message stream without %s ignored", ATTR_REQUEST_ID)
             return
+        logger.debug("message stream %s arriving (%s bytes)", request_id, reader.info.size)
         try:
-            inbox.deliver(request_id, await reader.read_all())
+            text = await reader.read_all()
+            logger.debug("message stream %s complete: %d characters", request_id, len(text))
+            inbox.deliver(request_id, text)
         except Exception as exc:
             inbox.fail(request_id, exc)
 
     def on_stream(reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        logger.debug("text stream from %s", participant_identity)
         task = asyncio.create_task(read(reader))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -203,6 +224,7 @@ def _register_rpc(room: rtc.Room, service: ConverseService, inbox: StreamInbox) 
         except ProtocolError as exc:
             return ConverseFailed(id=_request_id(data.payload), code=exc.code, message=str(exc)).model_dump_json()
         if call.message_stream:
+            logger.debug("converse %s waits for its %d-character message stream", call.id, call.message_chars)
             try:
                 message = await inbox.receive(call.id, within=MESSAGE_STREAM_WAIT)
             except Exception as exc:  # TimeoutError, or the stream broke off

@@ -142,3 +142,14 @@ async def test_empty_turns_are_ignored() -> None:
     service, _ = make(FakePort())
     assert service.on_user_turn(Utterance(text="   ")) is False
     assert service.queued == 0
+
+
+def test_long_messages_are_spoken_in_sentence_parts_that_join_to_the_original() -> None:
+    from agent.voice_agent import speech_parts
+
+    text = " ".join(f"Sentence number {i} is here." for i in range(400))
+    parts = speech_parts(text, limit=500)
+    assert len(parts) > 1 and "".join(parts) == text
+    assert all(len(p) <= 500 for p in parts)
+    assert all(p.rstrip().endswith(".") for p in parts)
+    assert speech_parts("One short message.") == ["One short message."]
