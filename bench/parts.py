@@ -1,0 +1,52 @@
+"""The benchmark parts, their iteration counts (full / `--quick`), and what each needs to run."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .harness import Measurement
+from .speech import Speech
+
+
+@dataclass(frozen=True)
+class Context:
+    speech: Speech
+    quick: bool
+    out: Path
+
+    def n(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+PartFn = Callable[[Context], Awaitable[list[Measurement]]]
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    what: str
+    run: PartFn
+    needs_netns: bool = False
+
+
+async def _rtf(ctx: Context) -> list[Measurement]:
+    from .speech import run_rtf
+
+    return await run_rtf(ctx.speech, iterations=ctx.n(3, 1))
+
+
+async def _endpointing(ctx: Context) -> list[Measurement]:
+    from agent.speech import build_vad
+
+    from .endpointing import run_side_by_side
+    from .settings import bench_settings
+
+    return await run_side_by_side(ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1))
+
+
+PARTS: list[Part] = [
+    Part("rtf", "(d) STT and TTS real-time factors", _rtf),
+    Part("endpointing", "side by side: fixed 1 s silence (webrtcvad) vs ours, latency ratio and WER", _endpointing),
+]
