@@ -46,7 +46,14 @@ async def _endpointing(ctx: Context) -> list[Measurement]:
     return await run_side_by_side(ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1))
 
 
+async def _local(ctx: Context) -> list[Measurement]:
+    from .local_loop import run_local
+
+    return await run_local(ctx.speech, iterations=ctx.n(6, 1), out=ctx.out)
+
+
 PARTS: list[Part] = [
     Part("rtf", "(d) STT and TTS real-time factors", _rtf),
     Part("endpointing", "side by side: fixed 1 s silence (webrtcvad) vs ours, latency ratio and WER", _endpointing),
+    Part("local", "(a) end of speech → converse returns, (b) converse → first audio, local loop", _local),
 ]

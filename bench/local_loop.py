@@ -1,0 +1,172 @@
+"""(a) end of the user's speech → converse returns, and (b) converse called → first TTS audio, on the local loop.
+
+A real `LocalTransport` (embedded models, WebRTC echo canceller, Silero VAD, early transcription; cues on, as
+users have them) runs against the private PulseAudio: the assistant's voice goes to the virtual speaker, which a
+`Tap` records with arrival times; the user's reply, synthesised by Piper, is played into the virtual microphone
+one second after the transport reports `listening`.
+
+- (a) `eos_to_return_local_Ns`: converse returned − (playback start + offset of the reply's last voiced sample).
+  Playback start is when `paplay` was started; `virtual_mic_path` is how long its sound then takes to reach the
+  microphone (part of (a), a cost of the virtual device, not of voice-mcp).
+  `eos_to_result_transport_Ns` is the transport's own `end_of_speech_to_result_ms` (from the moment the
+  microphone frame that ended speech arrived to the transcript), `return_after_result_Ns` what converse still did
+  after the transcript was ready (the "done" cue drains, devices close).
+- (b) `first_audio_local_speaker`: converse called → first loud sample on the speaker monitor;
+  `first_audio_local_transport`: the transport's own `first_audio_ms` (first frame handed to PortAudio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from agent.speech import build_vad
+from mcp_bridge.local import LocalTransport
+from mcp_bridge.models import ConverseRequest, ConverseResult, ListenOptions, Stage
+
+from .harness import Measurement
+from .settings import bench_settings
+from .speech import Reply, Speech, wer
+from .virtual_audio import Tap, VirtualAudioSession
+
+log = logging.getLogger(__name__)
+
+MESSAGE = "Which file should I open first? The configuration or the tests?"
+REPLY_DELAY = 1.0
+"""Seconds after `listening` before the user answers (the cue has played by then)."""
+BOUND = 180.0
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.listening = asyncio.Event()
+
+    async def __call__(self, stage: Stage, message: str) -> None:
+        if stage == Stage.LISTENING:
+            self.listening.set()
+
+
+async def _exchange(
+    transport: LocalTransport, audio: VirtualAudioSession, tap: Tap, reply: Reply
+) -> tuple[ConverseResult, dict[str, float | None]]:
+    progress = _Progress()
+    request = ConverseRequest(message=MESSAGE, listen=ListenOptions(max_seconds=60))
+    called = time.perf_counter()
+    task = asyncio.create_task(transport.converse(request, progress))
+    try:
+        await asyncio.wait_for(progress.listening.wait(), BOUND)
+        await asyncio.sleep(REPLY_DELAY)
+        played = audio.play_into_mic(reply.pcm)
+        result = await asyncio.wait_for(task, BOUND)
+    finally:
+        if not task.done():
+            task.cancel()
+    returned = time.perf_counter()
+    speaker = tap.first_loud(called)
+    t = result.timings
+    result_ready = called + t.total_ms / 1000
+    return result, {
+        "eos_to_return": (returned - (played + reply.voiced_end)) * 1000,
+        "return_after_result": (returned - result_ready) * 1000,
+        "first_audio_speaker": (speaker - called) * 1000 if speaker is not None else None,
+    }
+
+
+async def run_local(speech: Speech, *, iterations: int, out: Path) -> list[Measurement]:
+    rows: list[Measurement] = []
+    vad = build_vad(bench_settings())
+    with VirtualAudioSession() as audio, TemporaryDirectory(prefix="vmcp-bench-local-") as tmp:
+        path_ms = await audio.calibrate_mic_path(rounds=max(3, iterations))
+        rows.append(
+            Measurement.of(
+                "virtual_mic_path",
+                "ms",
+                path_ms,
+                "paplay started → first loud sample at the virtual microphone (included in eos_to_return_local)",
+            )
+        )
+        settings = bench_settings(data_dir=Path(tmp))
+        transport = LocalTransport(settings, stt=speech.stt, tts=speech.tts, vad=vad)
+        tap = Tap("vspeaker.monitor").start()
+        first_speaker: list[float | None] = []
+        first_transport: list[float | None] = []
+        try:
+            await asyncio.sleep(1.0)
+            for seconds in (1, 3, 8):
+                replies = await speech.replies(seconds, iterations)
+                eos: list[float | None] = []
+                own: list[float | None] = []
+                after: list[float | None] = []
+                stt: list[float | None] = []
+                errors: list[float] = []
+                beyond: list[float | None] = []
+                for reply in replies:
+                    tap.clear()
+                    result, measured = await _exchange(transport, audio, tap, reply)
+                    if not result.heard_speech:
+                        log.warning("no speech heard for %r", reply.text)
+                    eos.append(measured["eos_to_return"] if result.heard_speech else None)
+                    own.append(result.timings.end_of_speech_to_result_ms)
+                    after.append(measured["return_after_result"])
+                    stt.append(result.timings.stt_ms)
+                    first_speaker.append(measured["first_audio_speaker"])
+                    first_transport.append(result.timings.first_audio_ms)
+                    errors.append(wer(reply.text, result.text))
+                    own_ms = result.timings.end_of_speech_to_result_ms
+                    beyond.append(own_ms - settings.silence_ms if own_ms is not None else None)
+                voiced = sum(r.voiced_seconds for r in replies) / len(replies)
+                rows += [
+                    Measurement.of(
+                        f"eos_to_return_local_{seconds}s",
+                        "ms",
+                        eos,
+                        f"(a) last voiced sample played → converse returned; reply voiced {voiced:.1f} s, "
+                        f"silence_ms 1000",
+                        chart=True,
+                    ),
+                    Measurement.of(
+                        f"eos_to_result_transport_{seconds}s",
+                        "ms",
+                        own,
+                        "the transport's end_of_speech_to_result_ms",
+                        chart=True,
+                    ),
+                    Measurement.of(
+                        f"wait_beyond_silence_{seconds}s",
+                        "ms",
+                        beyond,
+                        f"end_of_speech_to_result_ms − the {settings.silence_ms} ms end-of-turn silence: "
+                        "STT work left after the turn ended (early transcription keeps it small)",
+                    ),
+                    Measurement.of(
+                        f"return_after_result_{seconds}s",
+                        "ms",
+                        after,
+                        "transcript ready → converse returned (done cue drains, devices close)",
+                    ),
+                    Measurement.of(f"stt_local_{seconds}s", "ms", stt, "the transport's stt_ms (early or final)"),
+                    Measurement.of(f"wer_local_{seconds}s", "WER", errors, "jiwer, normalised text"),
+                ]
+        finally:
+            tap.stop()
+            await transport.aclose()
+    rows += [
+        Measurement.of(
+            "first_audio_local_speaker",
+            "ms",
+            first_speaker,
+            f"(b) converse called → first loud sample on the virtual speaker; message {MESSAGE!r}",
+            chart=True,
+        ),
+        Measurement.of(
+            "first_audio_local_transport",
+            "ms",
+            first_transport,
+            "(b) the transport's first_audio_ms (first frame handed to PortAudio)",
+            chart=True,
+        ),
+    ]
+    return rows
