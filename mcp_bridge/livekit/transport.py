@@ -96,6 +96,12 @@ class LiveKitTransport:
         self._worker: WorkerHandle | None = None
         self._call_lock = asyncio.Lock()
         self._warmup: asyncio.Task[None] | None = None
+        self.link.on_disconnected(self._forget_worker)
+
+    def _forget_worker(self) -> None:
+        """After a lost connection the room may be new (server restart): find or dispatch a worker afresh."""
+        self._worker = None
+        self.dispatcher.forget()
 
     # --- readiness ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,7 +122,6 @@ class LiveKitTransport:
         joined = asyncio.Event()
         unsubscribe = self.link.on_participant_joined(lambda _p: joined.set())
         try:
-            dispatched = False
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -125,9 +130,9 @@ class LiveKitTransport:
                 if worker is not None:
                     self._worker = worker
                     return worker
-                if not dispatched:
+                if not self.dispatcher.recently_dispatched():
+                    # again after DISPATCH_PATIENCE: a dispatch made while no worker was registered is lost
                     await self._dispatch(max(deadline - loop.time(), 0.5))
-                    dispatched = True
                 joined.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(joined.wait(), min(0.5, max(deadline - loop.time(), 0.01)))
@@ -173,8 +178,7 @@ class LiveKitTransport:
             try:
                 reply = await self._call(worker, request, progress)
             except (ConverseTimeout, TransportUnavailable):
-                self._worker = None  # find (or dispatch) a worker afresh next time
-                self.dispatcher.forget()
+                self._forget_worker()
                 raise
             result = self._result(reply)
             result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)

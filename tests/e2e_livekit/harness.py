@@ -60,10 +60,10 @@ class ServerProcess:
         _stop(self.proc)
 
 
-def start_server(log_dir: Path) -> ServerProcess:
+def start_server(log_dir: Path, port: int | None = None) -> ServerProcess:
     """`python -m tests.lkserver` from this repository (or from $LKSERVER_ROOT, to debug another copy)."""
-    port = free_port()
-    log = log_dir / "lkserver.log"
+    port = port or free_port()
+    log = log_dir / f"lkserver-{port}-{time.monotonic_ns()}.log"
     proc = subprocess.Popen(
         [_python(), "-m", "tests.lkserver", "--host", "127.0.0.1", "--port", str(port),
          "--keys", f"{API_KEY}:{API_SECRET}", "--log-level", "INFO"],

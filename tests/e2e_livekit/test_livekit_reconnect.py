@@ -1,0 +1,64 @@
+"""The bridge keeps one room connection and re-joins by itself when the server goes away and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.config import Settings
+from mcp_bridge.livekit import LiveKitTransport
+from mcp_bridge.models import ConverseRequest, VoiceError, no_progress
+
+from .harness import TestUser, start_server, start_worker
+
+pytestmark = [pytest.mark.livekit, pytest.mark.timeout(600)]
+
+
+async def test_the_bridge_rejoins_after_a_server_restart_and_converse_works_again(
+    _require_netns: None, lk_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    server = start_server(tmp_path)
+    port = server.port
+    room = f"restart-{uuid.uuid4().hex[:6]}"
+    settings = lk_settings(livekit_url=server.url, room=room, agent_name="voice-mcp-restart")
+    worker = start_worker(server, tmp_path, {"VOICE_MCP_AGENT_NAME": "voice-mcp-restart"})
+    transport = LiveKitTransport(settings, worker_start_timeout=120)
+    user: TestUser | None = None
+    try:
+        await transport.ensure_worker(120)
+        first_room = transport.link.room
+        assert first_room is not None and transport.link.connects == 1
+
+        server.stop()
+        server = start_server(tmp_path, port=port)  # same address, empty server: the room is gone
+
+        user = await TestUser.join(server, room)
+        # a converse call finds the link down, waits for the re-join, dispatches the (re-registered) worker
+        result = None
+        failures: list[str] = []
+        for _attempt in range(12):
+            try:
+                result = await asyncio.wait_for(
+                    transport.converse(ConverseRequest(message="I am back online.", wait_for_response=False),
+                                       no_progress),
+                    180,
+                )
+                break
+            except (VoiceError, TimeoutError) as exc:  # the link or the worker may still be on its way back
+                failures.append(repr(exc))
+                await asyncio.sleep(5)
+        assert result is not None, f"no converse succeeded after the restart: {failures}"
+    finally:
+        if user is not None:
+            await user.leave()
+        await transport.aclose()
+        worker.stop()
+        server.stop()
+
+    assert result.transport == "livekit" and result.ended_by == "not_waiting"
+    assert transport.link.connects >= 2, "the bridge joined the room again"
+    assert transport.tokens.minted >= 1
