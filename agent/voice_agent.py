@@ -40,13 +40,19 @@ def utterance_from_message(message: llm.ChatMessage) -> Utterance:
 class VoiceMcpAgent(Agent):
     """Routes every complete user turn to `ConverseService`; the LLM (if any) answers only unclaimed turns."""
 
-    def __init__(self, service: ConverseService, *, llm_enabled: bool) -> None:
+    def __init__(self, service: ConverseService, *, llm_enabled: bool, echo: bool = False) -> None:
+        """`echo`: say back what was heard (console mode without an LLM: a microphone/STT/TTS check)."""
         super().__init__(instructions=LLM_INSTRUCTIONS)
         self._service = service
         self._llm_enabled = llm_enabled
+        self._echo = echo
 
     async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
-        claimed = self._service.on_user_turn(utterance_from_message(new_message))
+        utterance = utterance_from_message(new_message)
+        if self._echo and utterance.text.strip():
+            self.session.say(f"I heard: {utterance.text}")
+            raise StopResponse()
+        claimed = self._service.on_user_turn(utterance)
         if claimed or not self._llm_enabled:
             raise StopResponse()
 

@@ -15,6 +15,7 @@ from livekit import rtc
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 from livekit.agents.worker import ServerEnvOption
+from livekit.plugins import openai  # plugins register on import, which livekit allows on the main thread only
 
 from .config import Settings, load_settings
 from .converse_service import ConverseService
@@ -36,6 +37,7 @@ from .protocol import (
     decode_call,
     encode_response,
 )
+from .speech import build_stt, build_tts, build_vad, provider_label, tune_vad
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 
 logger = logging.getLogger("voice-mcp.worker")
@@ -48,8 +50,6 @@ MESSAGE_STREAM_WAIT = 30.0
 
 
 def prewarm(proc: JobProcess) -> None:
-    from .speech import build_stt, build_tts, build_vad
-
     settings = load_settings()
     vad = build_vad(settings)
     stt = build_stt(settings, vad=vad)
@@ -79,8 +79,6 @@ async def _load_embedded_models(*components: Any) -> None:
 def build_llm(settings: Settings) -> Any | None:
     if not settings.llm_model:
         return None
-    from livekit.plugins import openai
-
     return openai.LLM(
         model=settings.llm_model,
         base_url=settings.llm_base_url or settings.openai_base_url,
@@ -98,8 +96,6 @@ async def accept(request: JobRequest) -> None:
 
 
 async def entrypoint(ctx: JobContext) -> None:
-    from .speech import build_stt, build_tts, build_vad, provider_label, tune_vad
-
     userdata = ctx.proc.userdata
     settings: Settings = userdata.get("settings") or load_settings()
     vad = userdata.get("vad") or build_vad(settings)
@@ -138,6 +134,10 @@ async def entrypoint(ctx: JobContext) -> None:
         tts_provider=_label(provider_label, tts),
         default_silence_ms=settings.silence_ms,
     )
+    if ctx.is_fake_job():  # `python -m agent console`: this computer's microphone, no room and no bridge
+        await session.start(VoiceMcpAgent(service, llm_enabled=llm is not None, echo=llm is None), record=False)
+        return
+
     _register_message_streams(room, inbox)
     await ctx.connect()  # before the session: RoomIO linked to a given identity needs the local participant
 
