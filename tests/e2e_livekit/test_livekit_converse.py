@@ -111,10 +111,12 @@ async def test_a_worker_killed_mid_converse_fails_the_call_and_the_next_call_wor
         await asyncio.wait_for(stages.listening.wait(), 180)
         await lk_user.speak(await synthesize(piper, "Yes, I am still here."))
         result = await asyncio.wait_for(call, 120)
+        joins = transport.link.connects
     finally:
         await transport.aclose()
     assert result.transport == "livekit"
     assert "here" in words(result.text), result.text
+    assert joins == 1, "the bridge kept its one room connection through both calls"
 
 
 async def test_what_the_user_says_with_no_converse_waiting_is_returned_by_the_next_converse(
