@@ -26,6 +26,9 @@ from .echo import EchoCanceller
 log = logging.getLogger(__name__)
 
 PREFERRED_RATES = (48000, 24000, 44100, 32000, 16000)
+OUTPUT_LATENCY = 0.15
+"""Seconds of audio PortAudio keeps queued: enough that a busy CPU (speech models share it) causes no underruns;
+`stop()` still silences within about this long."""
 
 
 class Player:
@@ -69,6 +72,7 @@ class Player:
                 channels=1,
                 dtype="int16",
                 blocksize=self.sample_rate // 100,
+                latency=OUTPUT_LATENCY,
                 callback=self._callback,
                 finished_callback=self._finished,
             )

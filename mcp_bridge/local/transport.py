@@ -151,6 +151,8 @@ class _Exchange:
         listening = self.request.wait_for_response
         speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
         mic_device = await asyncio.to_thread(resolve_device, self.settings.input_device, "input") if listening else None
+        # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
+        # tuned to the previous pair lets echo through while it re-adapts (measured; see docs/local-loop.md)
         echo = EchoCanceller(echo_cancellation=self.settings.echo_cancellation) if listening else None
         self.player = Player(speaker, echo=echo)
         self.mic = Microphone(mic_device, echo=echo) if mic_device is not None else None

@@ -19,6 +19,7 @@ If `pulseaudio` is not installed the fixture skips (with the apt-get line to ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -65,7 +66,8 @@ class SpeakerRecorder:
 
     def samples(self) -> np.ndarray:
         """Everything captured so far."""
-        self._out.flush()
+        if not self._out.closed:
+            self._out.flush()
         data = self.path.read_bytes()
         return np.frombuffer(data[: len(data) // 2 * 2], dtype=np.int16).copy()
 
@@ -80,6 +82,7 @@ class SpeakerRecorder:
         return False
 
     def stop(self) -> np.ndarray:
+        """Stop recording (idempotent) and return everything captured."""
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
             try:
@@ -87,9 +90,9 @@ class SpeakerRecorder:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=5)
-        samples = self.samples()
-        self._out.close()
-        return samples
+        if not self._out.closed:
+            self._out.close()
+        return self.samples()
 
     def __enter__(self) -> SpeakerRecorder:
         return self
@@ -139,6 +142,23 @@ class VirtualAudio:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"paplay failed ({proc.returncode}): {err}")
         return proc
+
+    @contextlib.contextmanager
+    def echo_path(self, gain: float = 0.3, latency_msec: int = 60) -> Iterator[None]:
+        """Route the speaker into the microphone (like laptop speakers next to their microphone) while inside.
+
+        `gain` is the linear amplitude factor of the echo (PulseAudio volumes are cubic, hence the conversion).
+        """
+        volume_percent = round(100 * gain ** (1 / 3))
+        module = self.pactl("load-module", "module-loopback", "source=vspeaker.monitor", "sink=micsink",
+                            f"latency_msec={latency_msec}", "source_dont_move=true", "sink_dont_move=true").strip()
+        try:
+            for block in self.pactl("list", "sink-inputs").split("Sink Input #")[1:]:
+                if f"Owner Module: {module}" in block:
+                    self.pactl("set-sink-input-volume", block.split()[0], f"{volume_percent}%")
+            yield
+        finally:
+            self.pactl("unload-module", module)
 
     def record_speaker(self) -> SpeakerRecorder:
         return SpeakerRecorder(self.full_env(), self.runtime_dir)
