@@ -66,6 +66,7 @@ class _ActiveCall:
     caller: str
     started: float = field(default_factory=time.monotonic)
     replies: list[Utterance] = field(default_factory=list)
+    earlier: list[Utterance] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     stage: Stage = "received"
     seq: int = 0
@@ -158,11 +159,16 @@ class ConverseService:
                 message="nobody is in the LiveKit room to talk to",
                 hint="join the room (for example from the LiveKit Agents Playground) and try again",
             )
-        active = _ActiveCall(call=call, caller=caller)
+        active = _ActiveCall(call=call, caller=caller, earlier=list(self._queue))
+        self._queue.clear()
         self._active = active
         heartbeat = asyncio.create_task(self._heartbeat(active), name=f"voice-mcp.heartbeat.{call.id}")
         try:
             return await self._converse(active)
+        except asyncio.CancelledError:
+            # the caller gave up (cancel RPC, deadline, disconnect): nothing it did not receive is lost
+            self._requeue(active.earlier, active)
+            raise
         finally:
             self._active = None
             heartbeat.cancel()
@@ -173,8 +179,7 @@ class ConverseService:
     async def _converse(self, active: _ActiveCall) -> ConverseOk | ConverseFailed:
         call = active.call
         message = call.message or ""
-        earlier = list(self._queue)
-        self._queue.clear()
+        earlier = active.earlier
         timings = WireTimings()
         self._port.set_silence(call.listen.silence_ms)
 

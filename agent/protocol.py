@@ -28,6 +28,7 @@ PROTOCOL_VERSION = 1
 
 RPC_CONVERSE = "voice-mcp.converse"
 RPC_PING = "voice-mcp.ping"
+RPC_CANCEL = "voice-mcp.cancel"
 TOPIC_MESSAGE = "voice-mcp.message"
 TOPIC_RESPONSE = "voice-mcp.response"
 TOPIC_PROGRESS = "voice-mcp.progress"
@@ -82,6 +83,18 @@ class PingCall(BaseModel):
     v: int = PROTOCOL_VERSION
 
 
+class CancelCall(BaseModel):
+    """RPC `voice-mcp.cancel` request: the caller gave up on converse call `id` (its turns are kept)."""
+
+    v: int = PROTOCOL_VERSION
+    id: str
+
+
+class CancelReply(BaseModel):
+    v: int = PROTOCOL_VERSION
+    cancelled: bool = Field(description="False when no such call was running.")
+
+
 # --- responses ---------------------------------------------------------------------------------------------------
 
 
@@ -122,7 +135,8 @@ class ConverseOk(BaseModel):
 
 
 ErrorCode = Literal[
-    "busy", "no_user", "bad_request", "unsupported_version", "message_missing", "speech_failed", "internal"
+    "busy", "no_user", "bad_request", "unsupported_version", "message_missing", "speech_failed", "cancelled",
+    "internal",
 ]
 
 

@@ -24,13 +24,17 @@ from .protocol import (
     ATTR_REQUEST_ID,
     ATTR_ROLE,
     PROTOCOL_VERSION,
+    RPC_CANCEL,
     RPC_CONVERSE,
     RPC_PING,
     TOPIC_MESSAGE,
     TOPIC_PROGRESS,
     TOPIC_RESPONSE,
     WORKER_IDENTITY_PREFIX,
+    CancelCall,
+    CancelReply,
     ConverseFailed,
+    ConverseOk,
     Progress,
     ProtocolError,
     StreamInbox,
@@ -217,6 +221,8 @@ def _register_message_streams(room: rtc.Room, inbox: StreamInbox) -> None:
 
 def _register_rpc(room: rtc.Room, service: ConverseService, inbox: StreamInbox) -> None:
     local = room.local_participant
+    running: dict[str, asyncio.Task[ConverseOk | ConverseFailed]] = {}
+    cancelled: set[str] = set()
 
     async def on_converse(data: rtc.RpcInvocationData) -> str:
         try:
@@ -238,11 +244,20 @@ def _register_rpc(room: rtc.Room, service: ConverseService, inbox: StreamInbox) 
                     message=f"streamed message has {len(message)} characters, expected {call.message_chars}",
                 ).model_dump_json()
             call = call.model_copy(update={"message": message})
+        task = asyncio.ensure_future(service.converse(call, data.caller_identity))
+        running[call.id] = task
         try:
-            response = await service.converse(call, data.caller_identity)
+            response = await task
+        except asyncio.CancelledError:
+            if call.id not in cancelled:
+                raise  # the SDK cancelled the handler (deadline, disconnect): it answers the caller itself
+            response = ConverseFailed(id=call.id, code="cancelled", message="the caller cancelled the call")
         except Exception as exc:
             logger.exception("converse call %s failed", call.id)
             response = ConverseFailed(id=call.id, code="internal", message=f"the worker failed: {exc!r}")
+        finally:
+            running.pop(call.id, None)
+            cancelled.discard(call.id)
         payload, body = encode_response(response)
         if body is not None:
             await local.send_text(
@@ -256,8 +271,22 @@ def _register_rpc(room: rtc.Room, service: ConverseService, inbox: StreamInbox) 
     async def on_ping(data: rtc.RpcInvocationData) -> str:
         return service.ping().model_dump_json()
 
+    async def on_cancel(data: rtc.RpcInvocationData) -> str:
+        try:
+            request = CancelCall.model_validate_json(data.payload)
+        except ValueError:
+            return CancelReply(cancelled=False).model_dump_json()
+        task = running.get(request.id)
+        if task is None or task.done():
+            return CancelReply(cancelled=False).model_dump_json()
+        cancelled.add(request.id)
+        task.cancel()
+        logger.info("converse call %s cancelled by %s", request.id, data.caller_identity)
+        return CancelReply(cancelled=True).model_dump_json()
+
     local.register_rpc_method(RPC_CONVERSE, on_converse)
     local.register_rpc_method(RPC_PING, on_ping)
+    local.register_rpc_method(RPC_CANCEL, on_cancel)
 
 
 def _request_id(payload: str) -> str:

@@ -19,8 +19,10 @@ from agent.config import Settings
 from agent.converse_service import TURN_GRACE_SECONDS, speak_timeout
 from agent.protocol import (
     ATTR_REQUEST_ID,
+    RPC_CANCEL,
     RPC_CONVERSE,
     TOPIC_MESSAGE,
+    CancelCall,
     ConverseCall,
     ConverseFailed,
     ConverseOk,
@@ -96,6 +98,7 @@ class LiveKitTransport:
         self._worker: WorkerHandle | None = None
         self._call_lock = asyncio.Lock()
         self._warmup: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.link.on_disconnected(self._forget_worker)
 
     def _forget_worker(self) -> None:
@@ -231,11 +234,15 @@ class LiveKitTransport:
                 )
             )
             watch.start()
-            done, _ = await asyncio.wait(
-                {rpc, watch.failed}, timeout=ceiling + 5.0, return_when=asyncio.FIRST_COMPLETED
-            )
+            try:
+                done, _ = await asyncio.wait(
+                    {rpc, watch.failed}, timeout=ceiling + 5.0, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                if not rpc.done():  # given up (worker silent, ceiling, or this call cancelled): tell the worker
+                    rpc.cancel()
+                    self._cancel_on_worker(room, worker.identity, call.id)
             if rpc not in done:
-                rpc.cancel()
                 if watch.failed in done:
                     raise watch.failed.result()
                 raise ConverseTimeout(f"the LiveKit worker did not finish the converse call within {ceiling:.0f} s")
@@ -261,6 +268,26 @@ class LiveKitTransport:
             watch.stop()
             self.link.responses.discard(call.id)
 
+    def _cancel_on_worker(self, room: rtc.Room, worker: str, call_id: str) -> None:
+        """Best effort, in the background: a live worker stops and keeps the user's turns for the next call."""
+
+        async def cancel() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    room.local_participant.perform_rpc(
+                        destination_identity=worker,
+                        method=RPC_CANCEL,
+                        payload=CancelCall(id=call_id).model_dump_json(),
+                        response_timeout=PING_TIMEOUT,
+                        max_round_trip_latency=PING_TIMEOUT,
+                    ),
+                    PING_TIMEOUT + 1.0,
+                )
+
+        task = asyncio.get_running_loop().create_task(cancel())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _result(self, answer: ConverseOk) -> ConverseResult:
         turns = [*answer.earlier, *([answer.reply] if answer.reply is not None else [])]
         t = answer.timings
@@ -282,6 +309,8 @@ class LiveKitTransport:
         )
 
     async def aclose(self) -> None:
+        if self._background:  # let pending cancel notices reach the worker before leaving the room
+            await asyncio.wait(self._background, timeout=PING_TIMEOUT + 2.0)
         if self._warmup is not None:
             self._warmup.cancel()
             with contextlib.suppress(BaseException):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agent.converse_service import ConverseService, SpeakOutcome
 from agent.protocol import ConverseCall, ConverseFailed, ConverseOk, ListenParams, Progress, Utterance
 
@@ -15,10 +17,11 @@ class FakePort:
         self.speaking = False
         self.during_speech: list[Utterance] = []
         self.service: ConverseService | None = None
+        self.speak_seconds = 0.01
 
     async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
         self.spoken.append(text)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(self.speak_seconds)
         for turn in self.during_speech:
             assert self.service is not None
             self.service.on_user_turn(turn)
@@ -153,3 +156,22 @@ def test_long_messages_are_spoken_in_sentence_parts_that_join_to_the_original() 
     assert all(len(p) <= 500 for p in parts)
     assert all(p.rstrip().endswith(".") for p in parts)
     assert speech_parts("One short message.") == ["One short message."]
+
+
+async def test_a_cancelled_call_puts_undelivered_turns_back_in_order() -> None:
+    port = FakePort()
+    port.speak_seconds = 2.0
+    service, _ = make(port)
+    service.on_user_turn(Utterance(text="queued before"))
+    task = asyncio.create_task(service.converse(ConverseCall(message="hi", listen=ListenParams(max_seconds=1)), "b"))
+    await asyncio.sleep(0.05)
+    # "queued before" was taken by the call; cancelling it must not lose it
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert service.queued == 1
+    service.on_user_turn(Utterance(text="said after"))
+    port.speak_seconds = 0.01
+    result = await service.converse(call("next"), "bridge")
+    assert isinstance(result, ConverseOk)
+    assert [u.text for u in result.earlier] == ["queued before", "said after"]

@@ -150,3 +150,43 @@ async def test_what_the_user_says_with_no_converse_waiting_is_returned_by_the_ne
         await transport.aclose()
     assert result.transport == "livekit" and result.heard_speech
     assert {"remember", "update", "release"} <= words(result.text), result.text
+
+
+async def test_a_cancelled_converse_frees_the_worker_and_keeps_what_the_user_says(
+    lk_worker: WorkerProcess,
+    lk_settings: Callable[..., Settings],
+    lk_user: TestUser,
+    piper: PiperTTS,
+) -> None:
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    try:
+        stages = StageLog()
+        abandoned = asyncio.create_task(
+            transport.converse(
+                ConverseRequest(message="Take your time.", listen=ListenOptions(max_seconds=300)), stages
+            )
+        )
+        await asyncio.wait_for(stages.listening.wait(), 180)
+        abandoned.cancel()  # what an MCP client's cancellation does to the tool call
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+
+        for _ in range(100):  # the worker hears about it and stops listening
+            worker = await transport.ensure_worker(30)
+            if not worker.info.busy:
+                break
+            await asyncio.sleep(0.2)
+        assert not worker.info.busy
+
+        await lk_user.speak(await synthesize(piper, "My favourite colour is blue."))
+        for _ in range(300):
+            worker = await transport.ensure_worker(30)
+            if worker.info.queued:
+                break
+            await asyncio.sleep(0.2)
+        result = await asyncio.wait_for(
+            transport.converse(ConverseRequest(message="Sorry, where were we?"), StageLog()), 180
+        )
+    finally:
+        await transport.aclose()
+    assert {"colour", "blue"} <= words(result.text.replace("color", "colour")), result.text
