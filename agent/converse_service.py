@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from .protocol import (
     HEARTBEAT_INTERVAL,
@@ -55,6 +55,8 @@ class SessionPort(Protocol):
 
     def user_identity(self) -> str | None: ...
 
+
+EndedBy = Literal["silence", "max_duration", "not_waiting", "queued"]
 
 ProgressSink = Callable[[str, Progress], Awaitable[None]]
 """Publishes a progress packet to the given caller identity."""
@@ -222,12 +224,12 @@ class ConverseService:
             timings.stt_ms = reply.transcription_delay_ms
         return self._ok(active, earlier, reply, timings, interrupted, ended_by)
 
-    async def _listen(self, active: _ActiveCall) -> tuple[Utterance | None, str]:
+    async def _listen(self, active: _ActiveCall) -> tuple[Utterance | None, EndedBy]:
         params = active.call.listen
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + params.max_seconds
-        ended_by = "silence"
+        ended_by: EndedBy = "silence"
         while True:
             active.arrived.clear()  # cleared before the checks: nothing can arrive between them (no await)
             now = loop.time()
@@ -254,7 +256,7 @@ class ConverseService:
         reply: Utterance | None,
         timings: WireTimings,
         interrupted: bool,
-        ended_by: str,
+        ended_by: EndedBy,
     ) -> ConverseOk:
         return ConverseOk(
             id=active.call.id,
@@ -262,7 +264,7 @@ class ConverseService:
             earlier=earlier,
             heard_speech=reply is not None or bool(earlier),
             interrupted=interrupted,
-            ended_by=ended_by,  # type: ignore[arg-type]
+            ended_by=ended_by,
             timings=timings,
             stt_provider=self._stt_provider,
             tts_provider=self._tts_provider,

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable, Coroutine
 
 from livekit.agents import Agent, AgentSession, StopResponse, llm
 from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
@@ -57,7 +58,9 @@ class VoiceMcpAgent(Agent):
             raise StopResponse()
 
 
-def text_input_handler(service: ConverseService, *, llm_enabled: bool):  # type: ignore[no-untyped-def]
+def text_input_handler(
+    service: ConverseService, *, llm_enabled: bool
+) -> Callable[[AgentSession, TextInputEvent], Coroutine[None, None, None]]:
     """Chat typed in a LiveKit frontend counts as a user turn, like speech."""
 
     async def handle(session: AgentSession, event: TextInputEvent) -> None:
@@ -71,7 +74,7 @@ def text_input_handler(service: ConverseService, *, llm_enabled: bool):  # type:
 class AgentSessionPort:
     """`SessionPort` over a running `AgentSession` (see `agent.converse_service`)."""
 
-    def __init__(self, session: AgentSession, *, vad_tuner=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, session: AgentSession, *, vad_tuner: Callable[[int], None] | None = None) -> None:
         self._session = session
         self._vad_tuner = vad_tuner
 

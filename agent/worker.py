@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, JobRequest
+from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import openai  # plugins register on import, which livekit allows on the main thread only
@@ -80,12 +80,12 @@ async def _load_embedded_models(*components: Any) -> None:
                 logger.warning("could not preload %s: %s", type(component).__name__, exc)
 
 
-def build_llm(settings: Settings) -> Any | None:
+def build_llm(settings: Settings) -> openai.LLM | None:
     if not settings.llm_model:
         return None
     return openai.LLM(
         model=settings.llm_model,
-        base_url=settings.llm_base_url or settings.openai_base_url,
+        base_url=settings.llm_base_url or settings.openai_base_url or NOT_GIVEN,
         api_key=settings.openai_api_key or "unused",
     )
 
@@ -111,7 +111,7 @@ async def entrypoint(ctx: JobContext) -> None:
         vad=vad,
         stt=stt,
         tts=tts,
-        llm=llm if llm is not None else None,  # type: ignore[arg-type]
+        llm=llm if llm is not None else NOT_GIVEN,
         turn_handling={
             "turn_detection": "vad",
             "endpointing": {"min_delay": 0.2, "max_delay": 3.0},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from livekit import rtc
 
@@ -28,7 +28,7 @@ ProgressListener = Callable[[Progress], None]
 ParticipantListener = Callable[[rtc.RemoteParticipant], None]
 
 
-def backoff_delays(start: float = BACKOFF_START, cap: float = BACKOFF_MAX):  # type: ignore[no-untyped-def]
+def backoff_delays(start: float = BACKOFF_START, cap: float = BACKOFF_MAX) -> Iterator[float]:
     delay = start
     while True:
         yield delay

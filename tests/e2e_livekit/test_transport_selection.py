@@ -15,8 +15,9 @@ import pytest
 
 from agent.config import Settings
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, TransportUnavailable, no_progress
+from mcp_bridge.models import ConverseRequest, ConverseResult, TransportUnavailable, no_progress
 from mcp_bridge.service import VoiceService
+from mcp_bridge.transport import Transport
 from mcp_bridge.transports import choose_transport
 from tests.audio.pulse import VirtualAudio
 
@@ -25,7 +26,7 @@ from .harness import TestUser, WorkerProcess, free_port
 pytestmark = [pytest.mark.livekit, pytest.mark.audio, pytest.mark.timeout(600)]
 
 
-async def speak_locally_with_auto(settings: Settings, virtual_audio: VirtualAudio):  # type: ignore[no-untyped-def]
+async def speak_locally_with_auto(settings: Settings, virtual_audio: VirtualAudio) -> tuple[ConverseResult, np.ndarray]:
     service = VoiceService(settings)
     try:
         with virtual_audio.record_speaker() as speaker:
@@ -97,7 +98,7 @@ async def test_auto_uses_livekit_when_a_worker_and_a_user_are_there(
             await asyncio.sleep(0.2)
             worker = await transport.ensure_worker(30)
 
-        def no_local():  # type: ignore[no-untyped-def]
+        def no_local() -> Transport:
             raise AssertionError("the local loop must not be built when LiveKit serves the call")
 
         chosen, reason = await choose_transport("auto", settings, livekit=transport, local_factory=no_local)
