@@ -52,8 +52,27 @@ async def _local(ctx: Context) -> list[Measurement]:
     return await run_local(ctx.speech, iterations=ctx.n(6, 1), out=ctx.out)
 
 
+async def _room(ctx: Context) -> list[Measurement]:
+    from .room import run_room
+
+    return await run_room(ctx.speech, iterations=ctx.n(10, 2), out=ctx.out)
+
+
+async def _capacity(ctx: Context) -> list[Measurement]:
+    from .capacity import run_capacity
+
+    return await run_capacity(ctx.speech, max_rooms=ctx.n(32, 2), seconds=ctx.n(20.0, 6.0), out=ctx.out)
+
+
 PARTS: list[Part] = [
     Part("rtf", "(d) STT and TTS real-time factors", _rtf),
     Part("endpointing", "side by side: fixed 1 s silence (webrtcvad) vs ours, latency ratio and WER", _endpointing),
     Part("local", "(a) end of speech → converse returns, (b) converse → first audio, local loop", _local),
+    Part("room", "(b) converse → first audio through a room, (c) bridge↔worker round trip", _room, needs_netns=True),
+    Part(
+        "capacity",
+        "(e) rooms per worker process with VAD before audio is late, memory per room",
+        _capacity,
+        needs_netns=True,
+    ),
 ]

@@ -1,0 +1,178 @@
+"""(b) converse called → first TTS audio through a LiveKit room, and (c) the bridge↔worker round trip.
+
+Everything real, inside the private network namespace: the loopback LiveKit server (`python -m tests.lkserver`),
+two `python -m agent start` workers, the bridge's `LiveKitTransport` and a user (`TestUser`, who subscribes to
+the worker's audio and records the arrival time of every frame), all from `tests.e2e_livekit.harness`.
+
+- (b) `first_audio_room_participant`: converse called on the bridge → first loud frame arriving at the user
+  (worker Piper TTS → room → subscribed participant); `first_audio_room_worker` is the worker's own
+  `first_audio_ms` (its `say()` → the agent state turning `speaking`, i.e. the first frame played into the room).
+- (c) the second worker's TTS is `tests.e2e_livekit.fast_tts.FastTTSServer` (a real livekit-agents OpenAI TTS
+  plugin against a loopback server that answers every request at once with 40 ms of tone), and nothing is
+  transcribed (`wait_for_response=False`). `bridge_worker_roundtrip_stub` is the whole converse call;
+  `bridge_worker_overhead_stub` subtracts the worker's own first_audio_ms and speak_ms (what remains is RPC,
+  progress packets and session plumbing); `bridge_worker_ping_rtt` is the bridge's ping RPC to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from mcp_bridge.livekit import LiveKitTransport
+from mcp_bridge.livekit.workers import ping
+from mcp_bridge.models import ConverseRequest, Stage
+from tests.e2e_livekit.fast_tts import FastTTSServer
+from tests.e2e_livekit.harness import ServerProcess, TestUser, WorkerProcess, start_server, start_worker
+
+from .harness import Measurement
+from .settings import bench_settings
+from .speech import Speech
+
+MESSAGE = "Which file should I open first? The configuration or the tests?"
+STUB_MESSAGE = "Done."
+STUB_AGENT = "voice-mcp-bench-stub"
+BOUND = 180.0
+
+
+async def _nothing(stage: Stage, message: str) -> None:
+    return None
+
+
+def _first_loud(user: TestUser, after: float, level: int = 1000) -> float | None:
+    for arrived, chunk in list(user.heard.chunks):
+        if arrived >= after and chunk.size and int(np.abs(chunk.astype(np.int32)).max()) > level:
+            return arrived
+    return None
+
+
+def _transport(server: ServerProcess, room: str, agent_name: str) -> LiveKitTransport:
+    settings = bench_settings(
+        livekit_url=server.url,
+        livekit_api_key=server.api_key,
+        livekit_api_secret=server.api_secret,
+        room=room,
+        agent_name=agent_name,
+        livekit_timeout=10.0,
+    )
+    return LiveKitTransport(settings, worker_start_timeout=BOUND)
+
+
+async def _first_audio(server: ServerProcess, iterations: int) -> list[Measurement]:
+    room = f"bench-{uuid.uuid4().hex[:8]}"
+    user = await TestUser.join(server, room, identity="bench-user")
+    transport = _transport(server, room, "voice-mcp")
+    participant: list[float | None] = []
+    worker: list[float | None] = []
+    try:
+        await asyncio.wait_for(
+            transport.converse(ConverseRequest(message="Ready.", wait_for_response=False), _nothing), BOUND
+        )  # warm-up: dispatch, job start
+        for _ in range(iterations):
+            await asyncio.sleep(0.5)
+            called = time.monotonic()
+            result = await asyncio.wait_for(
+                transport.converse(ConverseRequest(message=MESSAGE, wait_for_response=False), _nothing), BOUND
+            )
+            await asyncio.sleep(0.3)
+            heard = _first_loud(user, called)
+            participant.append((heard - called) * 1000 if heard is not None else None)
+            worker.append(result.timings.first_audio_ms)
+    finally:
+        await transport.aclose()
+        await user.leave()
+    return [
+        Measurement.of(
+            "first_audio_room_participant",
+            "ms",
+            participant,
+            "(b) bridge converse called → first loud frame at the subscribed user (worker Piper TTS)",
+            chart=True,
+        ),
+        Measurement.of(
+            "first_audio_room_worker",
+            "ms",
+            worker,
+            "(b) the worker's first_audio_ms: say() → first frame played into the room",
+            chart=True,
+        ),
+    ]
+
+
+async def _round_trip(server: ServerProcess, iterations: int) -> list[Measurement]:
+    room = f"bench-stub-{uuid.uuid4().hex[:8]}"
+    user = await TestUser.join(server, room, identity="bench-stub-user")
+    transport = _transport(server, room, STUB_AGENT)
+    total: list[float | None] = []
+    overhead: list[float | None] = []
+    rtt: list[float | None] = []
+    try:
+        request = ConverseRequest(message=STUB_MESSAGE, wait_for_response=False)
+        await asyncio.wait_for(transport.converse(request, _nothing), BOUND)  # warm-up
+        handle = await transport.ensure_worker(30.0)
+        room_obj = transport.link.room
+        assert room_obj is not None
+        for _ in range(iterations):
+            started = time.perf_counter()
+            result = await asyncio.wait_for(transport.converse(request, _nothing), BOUND)
+            took = (time.perf_counter() - started) * 1000
+            total.append(took)
+            t = result.timings
+            overhead.append(took - (t.first_audio_ms or 0.0) - (t.speak_ms or 0.0))
+            started = time.perf_counter()
+            answer = await ping(room_obj, handle.identity)
+            rtt.append((time.perf_counter() - started) * 1000 if answer.reply is not None else None)
+    finally:
+        await transport.aclose()
+        await user.leave()
+    return [
+        Measurement.of(
+            "bridge_worker_roundtrip_stub",
+            "ms",
+            total,
+            "(c) converse call with instant TTS (40 ms tone), no listening: bridge → worker → bridge",
+            chart=True,
+        ),
+        Measurement.of(
+            "bridge_worker_overhead_stub",
+            "ms",
+            overhead,
+            "(c) the round trip minus the worker's first_audio_ms and speak_ms: RPC and session plumbing",
+            chart=True,
+        ),
+        Measurement.of("bridge_worker_ping_rtt", "ms", rtt, "(c) the bridge's ping RPC to the worker", chart=True),
+    ]
+
+
+async def run_room(speech: Speech, *, iterations: int, out: Path) -> list[Measurement]:
+    logs = out / "logs" / time.strftime("room-%Y%m%d-%H%M%S")
+    logs.mkdir(parents=True, exist_ok=True)
+    if True:
+        server = start_server(logs)
+        workers: list[WorkerProcess] = []
+        try:
+            async with FastTTSServer() as stub:
+                starting = [
+                    asyncio.to_thread(start_worker, server, logs),
+                    asyncio.to_thread(
+                        start_worker,
+                        server,
+                        logs,
+                        {"VOICE_MCP_AGENT_NAME": STUB_AGENT, "VOICE_MCP_TTS": stub.base_url},
+                    ),
+                ]
+                for started in await asyncio.gather(*starting, return_exceptions=True):
+                    if isinstance(started, BaseException):
+                        raise started
+                    workers.append(started)
+                rows = await _first_audio(server, iterations)
+                rows += await _round_trip(server, iterations)
+        finally:
+            for worker in workers:
+                worker.stop()
+            server.stop()
+    return rows
