@@ -19,7 +19,15 @@ from livekit import rtc
 from agent.config import Settings, load_settings
 from agent.speech import FasterWhisperSTT, PiperTTS
 
-from .harness import ServerProcess, TestUser, WorkerProcess, inside_test_netns, start_server, start_worker
+from .harness import (
+    ServerProcess,
+    TestUser,
+    WorkerProcess,
+    inside_test_netns,
+    publisher_hears_of_subscriptions,
+    start_server,
+    start_worker,
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +48,15 @@ def lk_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def lk_server(_require_netns: None, lk_logs: Path) -> Iterator[ServerProcess]:
     server = start_server(lk_logs)
-    yield server
-    server.stop()
+    try:
+        if not asyncio.run(publisher_hears_of_subscriptions(server)):
+            pytest.fail(
+                "the LiveKit server never sends a publisher SignalResponse.track_subscribed for its subscribed "
+                "track; livekit-agents plays no agent speech until it does, so every converse would hang"
+            )
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

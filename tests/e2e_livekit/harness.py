@@ -154,6 +154,40 @@ def start_worker(server: ServerProcess, log_dir: Path, extra_env: dict[str, str]
     raise RuntimeError(f"the worker did not register:\n{worker.output()[-5000:]}")
 
 
+async def publisher_hears_of_subscriptions(server: ServerProcess, within: float = 30.0) -> bool:
+    """Whether the server tells a publisher that its track was subscribed (`SignalResponse.track_subscribed`).
+
+    livekit-agents' room audio output waits for that notice before it plays any agent speech, so without it
+    every converse call would hang in "speaking". Checked once per session to fail with the reason instead.
+    """
+    room = f"probe-{os.getpid()}-{time.monotonic_ns()}"
+    publisher, subscriber = rtc.Room(), rtc.Room()
+    try:
+        await publisher.connect(server.url, server.token("probe-publisher", room))
+        await subscriber.connect(server.url, server.token("probe-subscriber", room))
+        source = rtc.AudioSource(USER_RATE, 1)
+        track = rtc.LocalAudioTrack.create_audio_track("probe", source)
+        publication = await publisher.local_participant.publish_track(track, rtc.TrackPublishOptions())
+        silence = np.zeros(USER_RATE // 100, dtype=np.int16)
+
+        async def feed() -> None:
+            while True:
+                await source.capture_frame(rtc.AudioFrame(silence.tobytes(), USER_RATE, 1, silence.size))
+
+        feeder = asyncio.get_running_loop().create_task(feed())
+        try:
+            await asyncio.wait_for(publication.wait_for_subscription(), within)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            feeder.cancel()
+    finally:
+        for r in (publisher, subscriber):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.disconnect(), 10)
+
+
 # --- the user ----------------------------------------------------------------------------------------------------
 
 
