@@ -24,6 +24,12 @@ logger = logging.getLogger("voice-mcp.livekit")
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
+_NO_AUTOMATIC_REJOIN = {
+    rtc.DisconnectReason.DUPLICATE_IDENTITY,
+    rtc.DisconnectReason.PARTICIPANT_REMOVED,
+    rtc.DisconnectReason.CLIENT_INITIATED,
+}
+
 ProgressListener = Callable[[Progress], None]
 ParticipantListener = Callable[[rtc.RemoteParticipant], None]
 
@@ -158,9 +164,15 @@ class RoomLink:
         def on_disconnected(reason: object = None) -> None:
             if self._room is not room:
                 return
-            logger.warning("LiveKit room connection lost (%s); re-joining", reason)
             for listener in list(self._disconnect_listeners):
                 listener()
+            if reason in _NO_AUTOMATIC_REJOIN:
+                # another bridge took our identity (a second MCP client), or we were removed on purpose:
+                # re-joining at once would only kick it out in turn. The next call that needs the room re-joins.
+                self.last_error = f"left the room: {rtc.DisconnectReason.Name(reason)}"  # type: ignore[arg-type]
+                logger.warning("LiveKit room connection ended (%s); re-joining when next needed", self.last_error)
+                return
+            logger.warning("LiveKit room connection lost (%s); re-joining", reason)
             self._schedule_reconnect()
 
         def on_left(participant: rtc.RemoteParticipant) -> None:

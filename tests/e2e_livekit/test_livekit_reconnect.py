@@ -62,3 +62,26 @@ async def test_the_bridge_rejoins_after_a_server_restart_and_converse_works_agai
     assert result.transport == "livekit" and result.ended_by == "not_waiting"
     assert transport.link.connects >= 2, "the bridge joined the room again"
     assert transport.tokens.minted >= 1
+
+
+async def test_a_second_bridge_with_the_same_identity_is_not_fought_over(
+    lk_server: object, lk_settings: Callable[..., Settings]
+) -> None:
+    """Two MCP clients with a bridge each in one room: the server keeps the newer one (duplicate identity); the
+    older does not re-join at once (which would kick the newer out, and so on), only when it is used again."""
+    settings = lk_settings()
+    first, second = LiveKitTransport(settings), LiveKitTransport(settings)
+    try:
+        await first.link.ensure_connected(30)
+        await second.link.ensure_connected(30)
+        for _ in range(100):
+            if not first.link.connected:
+                break
+            await asyncio.sleep(0.1)
+        assert not first.link.connected and second.link.connected
+        await asyncio.sleep(5)  # longer than the first re-join backoff steps
+        assert second.link.connected and second.link.connects == 1, "the newer bridge was not kicked out again"
+        assert not first.link.connected
+    finally:
+        await first.aclose()
+        await second.aclose()
