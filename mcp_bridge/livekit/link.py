@@ -110,7 +110,7 @@ class RoomLink:
         except BaseException as exc:
             self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
             with contextlib.suppress(Exception):
-                await asyncio.shield(room.disconnect())
+                await asyncio.wait_for(asyncio.shield(room.disconnect()), 5.0)
             if isinstance(exc, rtc.ConnectError):
                 raise TransportUnavailable(
                     f"could not join the LiveKit room at {self._url}: {exc}",
@@ -120,7 +120,7 @@ class RoomLink:
         old, self._room = self._room, room
         if old is not None and old is not room:
             with contextlib.suppress(Exception):
-                await old.disconnect()
+                await asyncio.wait_for(old.disconnect(), 5.0)
         self.last_error = None
         self.connects += 1
         logger.info("joined LiveKit room %s as %s", room.name, room.local_participant.identity)
