@@ -28,6 +28,8 @@ from .echo import EchoCanceller
 
 log = logging.getLogger(__name__)
 
+OPEN_TIMEOUT = 15.0
+
 PREFERRED_RATES = (16000, 48000, 32000, 24000, 44100)
 
 
@@ -62,6 +64,7 @@ class Microphone:
         self._last_callback = 0.0
         self._error: AudioDeviceError | None = None
         self._closing = False
+        self._abandoned = False
 
     @property
     def audio_time(self) -> float:
@@ -70,7 +73,11 @@ class Microphone:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._open)
+        try:  # opening can block inside the audio driver: bounded, so a wedged device is an error, not a hang
+            await asyncio.wait_for(asyncio.to_thread(self._open), timeout=OPEN_TIMEOUT)
+        except TimeoutError:
+            self._abandoned = True  # if the driver answers later, _open closes the stream itself
+            raise devices.open_failed(self.device, TimeoutError(f"no answer within {OPEN_TIMEOUT:.0f} s")) from None
         self._opened_at = time.perf_counter()
 
     def _open(self) -> None:
@@ -89,6 +96,9 @@ class Microphone:
             stream.start()
         except Exception as exc:
             raise devices.open_failed(self.device, exc) from None
+        if self._abandoned:
+            _close_stream(stream)
+            return
         devices.stream_opened()
         self._stream = stream
 

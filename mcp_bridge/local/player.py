@@ -25,6 +25,8 @@ from .echo import EchoCanceller
 
 log = logging.getLogger(__name__)
 
+OPEN_TIMEOUT = 15.0
+
 PREFERRED_RATES = (48000, 24000, 44100, 32000, 16000)
 OUTPUT_LATENCY = 0.15
 """Seconds of audio PortAudio keeps queued: enough that a busy CPU (speech models share it) causes no underruns;
@@ -53,13 +55,18 @@ class Player:
         self._opened_at = 0.0
         self._last_callback = 0.0
         self._closing = False
+        self._abandoned = False
         self._error: str | None = None
         self.first_audio_at: float | None = None
         self.played_samples = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._open)
+        try:  # opening can block inside the audio driver: bounded, so a wedged device is an error, not a hang
+            await asyncio.wait_for(asyncio.to_thread(self._open), timeout=OPEN_TIMEOUT)
+        except TimeoutError:
+            self._abandoned = True  # if the driver answers later, _open closes the stream itself
+            raise devices.open_failed(self.device, TimeoutError(f"no answer within {OPEN_TIMEOUT:.0f} s")) from None
         self._opened_at = time.perf_counter()
 
     def _open(self) -> None:
@@ -79,6 +86,9 @@ class Player:
             stream.start()
         except Exception as exc:
             raise devices.open_failed(self.device, exc) from None
+        if self._abandoned:
+            _close_stream(stream)
+            return
         devices.stream_opened()
         self._stream = stream
 
