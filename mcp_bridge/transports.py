@@ -52,6 +52,8 @@ async def _livekit_problem(livekit: LiveKitTransport | Transport, settings: Sett
             return f"LiveKit unavailable: {exc.message}"
         if worker.info.user_identity is None:
             return f"nobody is in LiveKit room '{settings.room}' to talk to"
+        if worker.info.busy:
+            return "the LiveKit worker is busy with another converse call"
         return None
     health = await livekit.health()
     return None if health.available else f"LiveKit unavailable: {health.detail}"
