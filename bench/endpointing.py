@@ -179,6 +179,7 @@ async def run_side_by_side(speech: Speech, vad: lk_vad.VAD, *, iterations: int) 
                     f"webrtcvad + {BASELINE_SILENCE:g} s silence, then STT of the whole recording "
                     f"(voiced {voiced:.1f} s)",
                     stt_after_turn_end_ms=[round(o.stt_after_end_ms or 0, 1) for o in base],
+                    chart=True,
                 ),
                 Measurement.of(
                     f"eos_to_text_ours_{seconds}s",
@@ -186,6 +187,7 @@ async def run_side_by_side(speech: Speech, vad: lk_vad.VAD, *, iterations: int) 
                     ours_ms,
                     f"Silero + our endpointing (silence 1 s), early transcript used {early}/{len(mine)}",
                     stt_after_turn_end_ms=[round(o.stt_after_end_ms or 0, 1) for o in mine],
+                    chart=True,
                 ),
                 Measurement.of(f"wer_baseline_{seconds}s", "WER", base_wer, "jiwer, normalised text"),
                 Measurement.of(f"wer_ours_{seconds}s", "WER", ours_wer, "jiwer, normalised text"),

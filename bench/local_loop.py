@@ -75,6 +75,19 @@ async def _exchange(
     }
 
 
+async def _first_sentence(speech: Speech, rounds: int) -> Measurement:
+    """How much of (b) is Piper: synthesis of the message's first sentence until its first audio chunk."""
+    first = MESSAGE.split("?")[0] + "?"
+    took: list[float] = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        async with speech.tts.synthesize(first) as stream:
+            async for _audio in stream:
+                took.append((time.perf_counter() - started) * 1000)
+                break
+    return Measurement.of("tts_first_chunk_local", "ms", took, f"Piper: {first!r} → its first audio chunk")
+
+
 async def run_local(speech: Speech, *, iterations: int, out: Path) -> list[Measurement]:
     rows: list[Measurement] = []
     vad = build_vad(bench_settings())
@@ -88,6 +101,7 @@ async def run_local(speech: Speech, *, iterations: int, out: Path) -> list[Measu
                 "paplay started → first loud sample at the virtual microphone (included in eos_to_return_local)",
             )
         )
+        rows.append(await _first_sentence(speech, max(3, iterations)))
         settings = bench_settings(data_dir=Path(tmp))
         transport = LocalTransport(settings, stt=speech.stt, tts=speech.tts, vad=vad)
         tap = Tap("vspeaker.monitor").start()
