@@ -25,7 +25,7 @@ import numpy as np
 
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.livekit.workers import ping
-from mcp_bridge.models import ConverseRequest, Stage
+from mcp_bridge.models import ConverseRequest, ProviderError, Stage
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, TestUser, WorkerProcess, start_server, start_worker
 
@@ -50,6 +50,20 @@ def _first_loud(user: TestUser, after: float, level: int = 1000) -> float | None
     return None
 
 
+async def _warm_up(transport: LiveKitTransport) -> None:
+    """One unmeasured call: dispatch, job start, first synthesis."""
+    try:
+        await asyncio.wait_for(
+            transport.converse(ConverseRequest(message="Ready.", wait_for_response=False), _nothing), BOUND
+        )
+    except ProviderError as exc:
+        raise RuntimeError(
+            f"{exc} — the worker played no audio into the room. livekit-agents plays only once the server has "
+            "told the worker its audio track was subscribed (SignalResponse.track_subscribed); check that the "
+            "LiveKit server sends it (see docs/performance.md)"
+        ) from exc
+
+
 def _transport(server: ServerProcess, room: str, agent_name: str) -> LiveKitTransport:
     settings = bench_settings(
         livekit_url=server.url,
@@ -69,9 +83,7 @@ async def _first_audio(server: ServerProcess, iterations: int) -> list[Measureme
     participant: list[float | None] = []
     worker: list[float | None] = []
     try:
-        await asyncio.wait_for(
-            transport.converse(ConverseRequest(message="Ready.", wait_for_response=False), _nothing), BOUND
-        )  # warm-up: dispatch, job start
+        await _warm_up(transport)
         for _ in range(iterations):
             await asyncio.sleep(0.5)
             called = time.monotonic()
@@ -112,7 +124,7 @@ async def _round_trip(server: ServerProcess, iterations: int) -> list[Measuremen
     rtt: list[float | None] = []
     try:
         request = ConverseRequest(message=STUB_MESSAGE, wait_for_response=False)
-        await asyncio.wait_for(transport.converse(request, _nothing), BOUND)  # warm-up
+        await _warm_up(transport)
         handle = await transport.ensure_worker(30.0)
         room_obj = transport.link.room
         assert room_obj is not None
