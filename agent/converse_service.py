@@ -49,7 +49,7 @@ class SessionPort(Protocol):
 
     async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome: ...
 
-    def set_silence(self, silence_ms: int) -> None: ...
+    def tune_listening(self, silence_ms: int, vad_aggressiveness: int | None) -> None: ...
 
     def user_speaking(self) -> bool: ...
 
@@ -104,6 +104,7 @@ class ConverseService:
         stt_provider: str | None = None,
         tts_provider: str | None = None,
         default_silence_ms: int = 1000,
+        default_vad_aggressiveness: int = 2,
         queue_limit: int = 1000,
     ) -> None:
         self._port = port
@@ -114,6 +115,7 @@ class ConverseService:
         self._stt_provider = stt_provider
         self._tts_provider = tts_provider
         self._default_silence_ms = default_silence_ms
+        self._default_vad_aggressiveness = default_vad_aggressiveness
         self._queue: deque[Utterance] = deque(maxlen=queue_limit)
         self._active: _ActiveCall | None = None
 
@@ -176,14 +178,14 @@ class ConverseService:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            self._port.set_silence(self._default_silence_ms)
+            self._port.tune_listening(self._default_silence_ms, self._default_vad_aggressiveness)
 
     async def _converse(self, active: _ActiveCall) -> ConverseOk | ConverseFailed:
         call = active.call
         message = call.message or ""
         earlier = active.earlier
         timings = WireTimings()
-        self._port.set_silence(call.listen.silence_ms)
+        self._port.tune_listening(call.listen.silence_ms, call.listen.vad_aggressiveness)
 
         interrupted = False
         if message.strip():

@@ -55,6 +55,7 @@ class ListenParams(BaseModel):
     max_seconds: float = Field(120.0, gt=0)
     min_seconds: float = Field(2.0, ge=0)
     silence_ms: int = Field(1000, ge=100)
+    vad_aggressiveness: int | None = Field(None, ge=0, le=3, description="None: the worker's own setting.")
     silence_detection: bool = True
     language: str = "en"
 

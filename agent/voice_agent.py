@@ -74,7 +74,7 @@ def text_input_handler(
 class AgentSessionPort:
     """`SessionPort` over a running `AgentSession` (see `agent.converse_service`)."""
 
-    def __init__(self, session: AgentSession, *, vad_tuner: Callable[[int], None] | None = None) -> None:
+    def __init__(self, session: AgentSession, *, vad_tuner: Callable[[int, int | None], None] | None = None) -> None:
         self._session = session
         self._vad_tuner = vad_tuner
 
@@ -118,10 +118,10 @@ class AgentSessionPort:
             interrupted=interrupted, first_audio_s=audio_at - started, speak_s=time.monotonic() - audio_at
         )
 
-    def set_silence(self, silence_ms: int) -> None:
+    def tune_listening(self, silence_ms: int, vad_aggressiveness: int | None) -> None:
         if self._vad_tuner is not None:
             with contextlib.suppress(Exception):
-                self._vad_tuner(silence_ms)
+                self._vad_tuner(silence_ms, vad_aggressiveness)
 
     def user_speaking(self) -> bool:
         return self._session.user_state == "speaking"

@@ -129,7 +129,7 @@ async def entrypoint(ctx: JobContext) -> None:
         )
 
     service = ConverseService(
-        AgentSessionPort(session, vad_tuner=lambda ms: tune_vad(vad, silence_ms=ms)),
+        AgentSessionPort(session, vad_tuner=lambda ms, level: tune_vad(vad, silence_ms=ms, aggressiveness=level)),
         agent_name=settings.agent_name,
         progress=send_progress,
         barge_in=settings.barge_in,
@@ -137,6 +137,7 @@ async def entrypoint(ctx: JobContext) -> None:
         stt_provider=_label(provider_label, stt),
         tts_provider=_label(provider_label, tts),
         default_silence_ms=settings.silence_ms,
+        default_vad_aggressiveness=settings.vad_aggressiveness,
     )
     if ctx.is_fake_job():  # `python -m agent console`: this computer's microphone, no room and no bridge
         await session.start(VoiceMcpAgent(service, llm_enabled=llm is not None, echo=llm is None), record=False)

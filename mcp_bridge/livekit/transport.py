@@ -198,6 +198,7 @@ class LiveKitTransport:
                 max_seconds=request.listen.max_seconds,
                 min_seconds=request.listen.min_seconds,
                 silence_ms=request.listen.silence_ms,
+                vad_aggressiveness=request.listen.vad_aggressiveness,
                 silence_detection=request.listen.silence_detection,
                 language=request.listen.language,
             ),

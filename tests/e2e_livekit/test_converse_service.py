@@ -18,6 +18,7 @@ class FakePort:
         self.during_speech: list[Utterance] = []
         self.service: ConverseService | None = None
         self.speak_seconds = 0.01
+        self.tuned: list[tuple[int, int | None]] = []
 
     async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
         self.spoken.append(text)
@@ -27,8 +28,8 @@ class FakePort:
             self.service.on_user_turn(turn)
         return SpeakOutcome(interrupted=bool(self.during_speech), first_audio_s=0.001, speak_s=0.01)
 
-    def set_silence(self, silence_ms: int) -> None:
-        pass
+    def tune_listening(self, silence_ms: int, vad_aggressiveness: int | None) -> None:
+        self.tuned.append((silence_ms, vad_aggressiveness))
 
     def user_speaking(self) -> bool:
         return self.speaking
@@ -175,3 +176,11 @@ async def test_a_cancelled_call_puts_undelivered_turns_back_in_order() -> None:
     result = await service.converse(call("next"), "bridge")
     assert isinstance(result, ConverseOk)
     assert [u.text for u in result.earlier] == ["queued before", "said after"]
+
+
+async def test_listening_is_tuned_per_call_and_restored_afterwards() -> None:
+    port = FakePort()
+    service, _ = make(port)
+    c = ConverseCall(message="hi", listen=ListenParams(max_seconds=0.2, silence_ms=700, vad_aggressiveness=3))
+    await service.converse(c, "bridge")
+    assert port.tuned == [(700, 3), (1000, 2)]  # the call's values, then the worker's defaults
