@@ -53,9 +53,13 @@ async def test_published_tone_is_heard_by_the_others(server, livekit_connect, li
     alice = await livekit_connect(server, "alice", livekit_room_name)
     bob = await livekit_connect(server, "bob", livekit_room_name)
     at_bob = Events(bob, "track_subscribed")
+    told_alice = Events(alice, "local_track_subscribed")
 
     async with tone_track(alice, TONE_HZ) as publication:
         track, remote_publication, participant = await at_bob.next()
+        # the publisher hears that somebody subscribed (livekit-agents waits for this before it speaks)
+        (local_track,) = await told_alice.next()
+        assert local_track.sid == publication.sid
         assert participant.identity == "alice"
         assert remote_publication.sid == publication.sid
         assert remote_publication.source == rtc.TrackSource.SOURCE_MICROPHONE

@@ -56,6 +56,7 @@ class PublishedTrack:
     info: models.TrackInfo
     publisher: Participant
     media: MediaStreamTrack | None = None
+    subscribed: bool = False  # the publisher has been told that somebody subscribed
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Room:
         for other in self.others(participant):
             for track in other.tracks.values():
                 if participant.auto_subscribe and track.media is not None:
-                    participant.link.subscribe(track)
+                    self.subscribe(participant, track)
 
     async def remove(
         self,
@@ -203,7 +204,17 @@ class Room:
         self.broadcast_participant(publisher)
         for p in self.others(publisher):
             if p.auto_subscribe and p.info.permission.can_subscribe:
-                p.link.subscribe(track)
+                self.subscribe(p, track)
+
+    def subscribe(self, subscriber: Participant, track: PublishedTrack) -> None:
+        """Forward a track to a subscriber; tell the publisher on the first subscription, as livekit-server does
+        (SignalResponse.track_subscribed). livekit-agents plays no agent speech until it has heard this."""
+        subscriber.link.subscribe(track)
+        if not track.subscribed:
+            track.subscribed = True
+            track.publisher.link.send_signal(
+                rtc.SignalResponse(track_subscribed=rtc.TrackSubscribed(track_sid=track.info.sid))
+            )
 
     def unpublish(self, track: PublishedTrack, *, notify: bool = True) -> None:
         publisher = track.publisher
