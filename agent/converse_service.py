@@ -47,7 +47,9 @@ class SpeakOutcome:
 class SessionPort(Protocol):
     """What the service needs from the running voice session."""
 
-    async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome: ...
+    async def speak(
+        self, text: str, *, allow_interruptions: bool, within: float, speed: float | None = None
+    ) -> SpeakOutcome: ...
 
     def tune_listening(self, silence_ms: int, vad_aggressiveness: int | None) -> None: ...
 
@@ -194,6 +196,7 @@ class ConverseService:
                 message,
                 allow_interruptions=self._barge_in,
                 within=speak_timeout(message, call.speak.speed or 1.0),
+                speed=call.speak.speed,
             )
             if outcome.error is not None:
                 self._requeue(earlier, active)

@@ -74,11 +74,31 @@ def text_input_handler(
 class AgentSessionPort:
     """`SessionPort` over a running `AgentSession` (see `agent.converse_service`)."""
 
-    def __init__(self, session: AgentSession, *, vad_tuner: Callable[[int, int | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        session: AgentSession,
+        *,
+        vad_tuner: Callable[[int, int | None], None] | None = None,
+        speed_tuner: Callable[[float], None] | None = None,
+        default_speed: float = 1.0,
+    ) -> None:
         self._session = session
         self._vad_tuner = vad_tuner
+        self._speed_tuner = speed_tuner
+        self._default_speed = default_speed
 
-    async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
+    async def speak(
+        self, text: str, *, allow_interruptions: bool, within: float, speed: float | None = None
+    ) -> SpeakOutcome:
+        if speed is None or self._speed_tuner is None:
+            return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
+        self._speed_tuner(speed)
+        try:
+            return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
+        finally:
+            self._speed_tuner(self._default_speed)
+
+    async def _speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         first_audio: asyncio.Future[float] = loop.create_future()

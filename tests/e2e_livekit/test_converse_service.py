@@ -19,9 +19,13 @@ class FakePort:
         self.service: ConverseService | None = None
         self.speak_seconds = 0.01
         self.tuned: list[tuple[int, int | None]] = []
+        self.speeds: list[float | None] = []
 
-    async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
+    async def speak(
+        self, text: str, *, allow_interruptions: bool, within: float, speed: float | None = None
+    ) -> SpeakOutcome:
         self.spoken.append(text)
+        self.speeds.append(speed)
         await asyncio.sleep(self.speak_seconds)
         for turn in self.during_speech:
             assert self.service is not None
@@ -184,3 +188,13 @@ async def test_listening_is_tuned_per_call_and_restored_afterwards() -> None:
     c = ConverseCall(message="hi", listen=ListenParams(max_seconds=0.2, silence_ms=700, vad_aggressiveness=3))
     await service.converse(c, "bridge")
     assert port.tuned == [(700, 3), (1000, 2)]  # the call's values, then the worker's defaults
+
+
+async def test_the_calls_speaking_rate_reaches_the_session() -> None:
+    from agent.protocol import SpeakParams
+
+    port = FakePort()
+    service, _ = make(port)
+    await service.converse(ConverseCall(message="fast", wait_for_response=False, speak=SpeakParams(speed=1.5)), "b")
+    await service.converse(ConverseCall(message="normal", wait_for_response=False), "b")
+    assert port.speeds == [1.5, None]
