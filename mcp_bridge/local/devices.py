@@ -27,6 +27,8 @@ _WHAT = {"input": "microphone", "output": "speaker"}
 
 _open_streams = 0
 _streams_lock = threading.Lock()
+portaudio_lock = threading.RLock()
+"""Held while a stream is opened and while PortAudio is re-initialised, so the two never overlap."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def stream_closed() -> None:
 def rescan() -> bool:
     """Re-initialise PortAudio so it lists devices added since start-up. Skipped while a stream is open."""
     sd = sounddevice()
-    with _streams_lock:
+    with portaudio_lock, _streams_lock:
         if _open_streams:
             return False
         try:
@@ -133,10 +135,14 @@ def _find(setting: str | None, kind: Kind) -> Device | None:
     return next((d for d in devices if lowered in d.name.lower()), None)
 
 
-def resolve_device(setting: str | None, kind: Kind) -> Device:
-    """The device for `setting` (index, name part, or None for the default), or an `AudioDeviceError`."""
+def resolve_device(setting: str | None, kind: Kind, *, allow_rescan: bool = True) -> Device:
+    """The device for `setting` (index, name part, or None for the default), or an `AudioDeviceError`.
+
+    `allow_rescan=False` when another task may be opening a stream right now (PortAudio must not be
+    re-initialised under it).
+    """
     device = _find(setting, kind)
-    if device is None and rescan():
+    if device is None and allow_rescan and rescan():
         device = _find(setting, kind)
     if device is not None:
         return device

@@ -116,15 +116,18 @@ class Listener:
             if ended not in done:
                 raise ProviderError("Voice activity detection stopped unexpectedly.", "Try again.")
         finally:
-            for task in (feeder, detector, ended):
+            tasks = (feeder, detector, ended)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(feeder, detector, ended, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=5.0)  # bounded: cleanup must never hang the exchange
+            if stuck:
+                log.warning("listener tasks did not stop: %s", [t.get_name() for t in stuck])
             with contextlib.suppress(Exception):
                 await vad_stream.aclose()
         return await self._finish()
 
     async def _feed(self, vad_stream: lk_vad.VADStream) -> None:
-        while True:
+        while not self._ended.is_set():
             mic = await self._mic.read()
             if self._recording is None:
                 self._recording = Recording(mic.frame.sample_rate)

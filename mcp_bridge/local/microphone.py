@@ -74,7 +74,8 @@ class Microphone:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:  # opening can block inside the audio driver: bounded, so a wedged device is an error, not a hang
-            await asyncio.wait_for(asyncio.to_thread(self._open), timeout=OPEN_TIMEOUT)
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                await asyncio.to_thread(self._open)
         except TimeoutError:
             self._abandoned = True  # if the driver answers later, _open closes the stream itself
             raise devices.open_failed(self.device, TimeoutError(f"no answer within {OPEN_TIMEOUT:.0f} s")) from None
@@ -82,24 +83,26 @@ class Microphone:
 
     def _open(self) -> None:
         sd = devices.sounddevice()
-        self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
-        try:
-            stream = sd.InputStream(
-                device=self.device.index,
-                samplerate=self.sample_rate,
-                channels=1,
-                dtype="int16",
-                blocksize=self.sample_rate // 100,
-                callback=self._callback,
-                finished_callback=self._finished,
-            )
-            stream.start()
-        except Exception as exc:
-            raise devices.open_failed(self.device, exc) from None
+        with devices.portaudio_lock:
+            self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
+            try:
+                stream = sd.InputStream(
+                    device=self.device.index,
+                    samplerate=self.sample_rate,
+                    channels=1,
+                    dtype="int16",
+                    blocksize=self.sample_rate // 100,
+                    callback=self._callback,
+                    finished_callback=self._finished,
+                )
+                stream.start()
+            except Exception as exc:
+                raise devices.open_failed(self.device, exc) from None
+            devices.stream_opened()
         if self._abandoned:
             _close_stream(stream)
+            devices.stream_closed()
             return
-        devices.stream_opened()
         self._stream = stream
 
     def _callback(self, indata: np.ndarray, frames: int, times: Any, status: Any) -> None:
@@ -156,7 +159,8 @@ class Microphone:
             if self._stream is None:
                 raise devices.failed_in_use(self.device, "the microphone is not open")
             try:
-                return await asyncio.wait_for(self._queue.get(), timeout=0.25)
+                async with asyncio.timeout(0.25):  # not wait_for: in 3.11 it can swallow a cancellation
+                    return await self._queue.get()
             except TimeoutError:
                 continue
 
@@ -173,7 +177,8 @@ class Microphone:
             return
         self._closing = True
         try:  # a wedged driver must not hang the conversation; the thread is left to finish on its own
-            await asyncio.wait_for(asyncio.to_thread(_close_stream, stream), timeout=5.0)
+            async with asyncio.timeout(5.0):
+                await asyncio.to_thread(_close_stream, stream)
         except TimeoutError:
             log.warning("closing the microphone %s timed out", self.device)
         devices.stream_closed()

@@ -63,7 +63,8 @@ class Player:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:  # opening can block inside the audio driver: bounded, so a wedged device is an error, not a hang
-            await asyncio.wait_for(asyncio.to_thread(self._open), timeout=OPEN_TIMEOUT)
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                await asyncio.to_thread(self._open)
         except TimeoutError:
             self._abandoned = True  # if the driver answers later, _open closes the stream itself
             raise devices.open_failed(self.device, TimeoutError(f"no answer within {OPEN_TIMEOUT:.0f} s")) from None
@@ -71,25 +72,27 @@ class Player:
 
     def _open(self) -> None:
         sd = devices.sounddevice()
-        self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
-        try:
-            stream = sd.OutputStream(
-                device=self.device.index,
-                samplerate=self.sample_rate,
-                channels=1,
-                dtype="int16",
-                blocksize=self.sample_rate // 100,
-                latency=OUTPUT_LATENCY,
-                callback=self._callback,
-                finished_callback=self._finished,
-            )
-            stream.start()
-        except Exception as exc:
-            raise devices.open_failed(self.device, exc) from None
+        with devices.portaudio_lock:
+            self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
+            try:
+                stream = sd.OutputStream(
+                    device=self.device.index,
+                    samplerate=self.sample_rate,
+                    channels=1,
+                    dtype="int16",
+                    blocksize=self.sample_rate // 100,
+                    latency=OUTPUT_LATENCY,
+                    callback=self._callback,
+                    finished_callback=self._finished,
+                )
+                stream.start()
+            except Exception as exc:
+                raise devices.open_failed(self.device, exc) from None
+            devices.stream_opened()
         if self._abandoned:
             _close_stream(stream)
+            devices.stream_closed()
             return
-        devices.stream_opened()
         self._stream = stream
 
     # --- feeding ------------------------------------------------------------------------------------------------
@@ -165,7 +168,8 @@ class Player:
         while True:
             self._check_health()
             try:
-                await asyncio.wait_for(self._drained.wait(), timeout=0.25)
+                async with asyncio.timeout(0.25):  # not wait_for: in 3.11 it can swallow a cancellation
+                    await self._drained.wait()
                 return
             except TimeoutError:
                 continue
@@ -242,7 +246,8 @@ class Player:
             return
         self._closing = True
         try:
-            await asyncio.wait_for(asyncio.to_thread(_close_stream, stream), timeout=5.0)
+            async with asyncio.timeout(5.0):
+                await asyncio.to_thread(_close_stream, stream)
         except TimeoutError:
             log.warning("closing the speaker %s timed out", self.device)
         devices.stream_closed()

@@ -56,9 +56,8 @@ class Transcriber:
         frame = to_stt_frame(samples, sample_rate)
         started = time.perf_counter()
         try:
-            event = await asyncio.wait_for(
-                self.stt.recognize([frame], language=self.language), timeout=self.timeout_for(audio_seconds)
-            )
+            async with asyncio.timeout(self.timeout_for(audio_seconds)):
+                event = await self.stt.recognize([frame], language=self.language)
         except TimeoutError:
             raise SttFailure(f"speech recognition took longer than {self.timeout_for(audio_seconds):.0f} s") from None
         except asyncio.CancelledError:

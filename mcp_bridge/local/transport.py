@@ -84,9 +84,12 @@ class LocalTransport:
     # --- Transport protocol -------------------------------------------------------------------------------------
 
     async def health(self) -> TransportHealth:
+        idle = not self._lock.locked()  # during an exchange, PortAudio must not be re-initialised
         try:
-            mic = await asyncio.to_thread(resolve_device, self.settings.input_device, "input")
-            speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
+            mic = await asyncio.to_thread(resolve_device, self.settings.input_device, "input", allow_rescan=idle)
+            speaker = await asyncio.to_thread(
+                resolve_device, self.settings.output_device, "output", allow_rescan=idle
+            )
         except AudioDeviceError as exc:
             return TransportHealth(name="local", available=False, detail=str(exc))
         return TransportHealth(name="local", available=True, detail=f"microphone {mic}, speaker {speaker}")
@@ -294,7 +297,8 @@ class _Exchange:
         if self.player is not None:
             if not self.player.stopped:  # let the last cue finish (bounded)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.player.wait_done(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        await self.player.wait_done()
             await self.player.aclose()
 
 
