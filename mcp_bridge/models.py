@@ -74,7 +74,13 @@ class ConverseResult(BaseModel):
     stt_provider: str | None = None
     tts_provider: str | None = None
     interrupted: bool = Field(False, description="The user started talking before the message was finished.")
-    ended_by: Literal["silence", "max_duration", "not_waiting"] = "silence"
+    ended_by: Literal["silence", "max_duration", "not_waiting", "queued"] = Field(
+        "silence", description="queued: the reply was said earlier, while no converse was waiting (LiveKit)."
+    )
+    earlier: list[str] = Field(
+        default_factory=list,
+        description="Utterances the user made while no converse was waiting, oldest first (also at the start of text).",
+    )
     audio_path: Path | None = Field(None, description="Kept recording, when recording is enabled.")
 
 

@@ -22,6 +22,8 @@ from .transport import Transport, TransportHealth
 if TYPE_CHECKING:
     from livekit.agents import stt, tts, vad
 
+    from .livekit import LiveKitTransport
+
 logger = logging.getLogger(__name__)
 
 RequestedTransport = Literal["auto", "local", "livekit"]
@@ -41,7 +43,7 @@ class VoiceService:
         self._tts: tts.TTS | None = None
         self._vad: vad.VAD | None = None
         self._local: Transport | None = None
-        self._livekit: Transport | None = None
+        self._livekit: LiveKitTransport | None = None
         self._lock = asyncio.Lock()
 
     # --- providers and transports, built once on first use --------------------------------------------------
@@ -64,7 +66,7 @@ class VoiceService:
             self._local = build_local_transport(self.settings, stt=stt_, tts=tts_, vad=vad_)
         return self._local
 
-    def livekit_transport(self) -> Transport | None:
+    def livekit_transport(self) -> LiveKitTransport | None:
         if not self.settings.livekit_configured:
             return None
         if self._livekit is None:
@@ -74,7 +76,10 @@ class VoiceService:
         return self._livekit
 
     async def prewarm(self) -> None:
-        """Load the speech models in the background so the first converse does not pay for it."""
+        """Join the room and load the speech models in the background, so the first converse does not pay for it."""
+        livekit = self.livekit_transport()
+        if livekit is not None:
+            livekit.start()  # joins and dispatches a worker in the background; failures surface per call
         try:
             stt_, tts_, _ = await asyncio.to_thread(self.speech)
             stt_.prewarm()

@@ -306,7 +306,8 @@ class LiveKitTransport:
             stt_provider=answer.stt_provider,
             tts_provider=answer.tts_provider,
             interrupted=answer.interrupted,
-            ended_by="silence" if answer.ended_by == "queued" else answer.ended_by,
+            ended_by=answer.ended_by,
+            earlier=[turn.text.strip() for turn in answer.earlier if turn.text.strip()],
         )
 
     async def aclose(self) -> None:

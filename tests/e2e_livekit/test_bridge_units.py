@@ -60,5 +60,6 @@ def test_results_put_earlier_turns_first_and_keep_typed_fields() -> None:
     )
     result = transport._result(answer)
     assert result.text.splitlines() == ["first thing", "second thing", "the answer"]
-    assert result.transport == "livekit" and result.ended_by == "silence"
+    assert result.earlier == ["first thing", "second thing"]
+    assert result.transport == "livekit" and result.ended_by == "queued"
     assert result.timings.first_audio_ms == 400.0 and result.tts_provider == "piper"
