@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -136,9 +137,13 @@ def test_no_input_device_at_all_is_a_device_error_not_a_hang(tmp_path: Path) -> 
     empty = Path(tempfile.mkdtemp(prefix="vmcp-nodev-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "PULSE_"))}
     env.update(XDG_RUNTIME_DIR=str(empty), PULSE_SERVER=f"unix:{empty}/none", HOME=str(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-c", _NO_DEVICE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _NO_DEVICE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(empty, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     assert outcome["raised"] == "audio_device"
@@ -153,7 +158,8 @@ async def test_a_device_that_dies_mid_listen_is_a_device_error(
     virtual_audio: VirtualAudio, progress: Progress,
 ) -> None:
     """The sound server vanishes while listening (a USB headset unplugged, say): an error, not a hang."""
-    doomed = _start(Path(tempfile.mkdtemp(prefix="vmcp-doomed-")))
+    doomed_dir = Path(tempfile.mkdtemp(prefix="vmcp-doomed-"))
+    doomed = _start(doomed_dir)
     saved = os.environ["PULSE_SERVER"]
     os.environ["PULSE_SERVER"] = doomed.env["PULSE_SERVER"]  # the ALSA pulse plugin connects at open time
     try:
@@ -169,5 +175,6 @@ async def test_a_device_that_dies_mid_listen_is_a_device_error(
     finally:
         os.environ["PULSE_SERVER"] = saved
         await asyncio.to_thread(_stop, doomed)
+        shutil.rmtree(doomed_dir, ignore_errors=True)
     assert "stopped working" in caught.value.message
     assert "VOICE_MCP_INPUT_DEVICE" in caught.value.hint
