@@ -3,4 +3,5 @@
 pytest_plugins: list[str] = [
     "tests.audio.pulse",
     "tests.lkserver.fixtures",
+    "tests.speech_fixtures",
 ]

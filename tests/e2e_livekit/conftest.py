@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from livekit import rtc
 
-from agent.config import Settings, load_settings
-from agent.speech import FasterWhisperSTT, PiperTTS
+from agent.config import Settings
+from agent.speech import PiperTTS
+from tests.speech_fixtures import clean_settings
 
 from .harness import (
     ServerProcess,
@@ -81,13 +82,6 @@ def start_lk_worker(lk_server: ServerProcess, lk_logs: Path) -> Iterator[Callabl
         worker.stop()
 
 
-def clean_settings(**overrides: object) -> Settings:
-    """Settings from defaults plus overrides only: no .env, no VOICE_MCP_*/LIVEKIT_* from the caller's shell."""
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("VOICE_MCP_", "LIVEKIT_"))}
-    try:
-        return load_settings(env_file=None, **overrides)
-    finally:
-        os.environ.update(saved)
 
 
 @pytest.fixture
@@ -118,18 +112,6 @@ async def lk_user(lk_server: ServerProcess, lk_room: str) -> AsyncIterator[TestU
     await user.leave()
 
 
-@pytest.fixture(scope="session")
-def whisper() -> FasterWhisperSTT:
-    stt = FasterWhisperSTT()
-    stt._model_sync()
-    return stt
-
-
-@pytest.fixture(scope="session")
-def piper() -> PiperTTS:
-    tts = PiperTTS()
-    tts._voice_sync()
-    return tts
 
 
 async def synthesize(piper: PiperTTS, text: str) -> rtc.AudioFrame:

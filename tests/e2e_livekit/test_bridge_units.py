@@ -11,8 +11,7 @@ from livekit import api
 from agent.protocol import ConverseOk, Utterance, WireTimings
 from mcp_bridge.livekit.link import backoff_delays
 from mcp_bridge.livekit.tokens import TokenSource
-
-from .conftest import clean_settings
+from tests.speech_fixtures import clean_settings
 
 
 def source(ttl_s: float) -> TokenSource:

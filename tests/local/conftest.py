@@ -4,41 +4,29 @@ private PulseAudio of `tests.audio.pulse`."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import jiwer
 import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 
-from agent.config import Settings, load_settings
+from agent.config import Settings
 from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
 from agent.speech.audio import resample_int16
 from mcp_bridge.local import LocalTransport
 from mcp_bridge.models import Stage
 from tests.audio.pulse import VirtualAudio
+from tests.speech_fixtures import clean_settings as make_settings
+from tests.transcripts import wer as wer
 
 RATE = 16000
 
 
-def make_settings(**overrides: object) -> Settings:
-    """Defaults plus overrides only (no .env, no VOICE_MCP_* from the caller's shell)."""
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VOICE_MCP_")}
-    try:
-        return load_settings(env_file=None, **overrides)
-    finally:
-        os.environ.update(saved)
 
 
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
-def wer(reference: str, hypothesis: str) -> float:
-    return float(jiwer.wer(normalise(reference), normalise(hypothesis) or "<empty>"))
 
 
 def frame_to_pcm16k(frame: rtc.AudioFrame) -> np.ndarray:
@@ -57,18 +45,6 @@ def voiced_seconds(pcm: np.ndarray, rate: int = RATE, level: float = 500.0) -> f
     return float((rms > level).sum()) / 100
 
 
-@pytest.fixture(scope="session")
-def whisper() -> FasterWhisperSTT:
-    stt = FasterWhisperSTT()
-    stt._model_sync()
-    return stt
-
-
-@pytest.fixture(scope="session")
-def piper() -> PiperTTS:
-    tts = PiperTTS()
-    tts._voice_sync()
-    return tts
 
 
 @pytest.fixture(scope="session")

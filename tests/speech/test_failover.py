@@ -11,8 +11,9 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APITimeoutErro
 
 from agent.speech import build_one_stt, build_stt, build_tts, provider_label, provider_labels
 from agent.speech.builders import FallbackSTT
+from tests.speech_fixtures import clean_settings
 
-from .conftest import SENTENCE, make_settings
+from .conftest import SENTENCE
 from .openai_compatible_server import OpenAICompatibleServer, SilentServer, closed_port_url
 from .test_roundtrip import wer
 
@@ -21,7 +22,7 @@ HANG_GUARD = 120  # seconds; only there to turn a hang into a failure, not a per
 
 async def test_stt_dead_url_fails_over_to_embedded(piper_sentence: rtc.AudioFrame) -> None:
     dead = closed_port_url()
-    adapter = build_stt(make_settings(stt=[dead, "faster-whisper"], provider_timeout=2))
+    adapter = build_stt(clean_settings(stt=[dead, "faster-whisper"], provider_timeout=2))
     assert isinstance(adapter, FallbackSTT) and isinstance(adapter.fallback, stt.FallbackAdapter)
     assert provider_labels(adapter) == [dead, "faster-whisper"]
     try:
@@ -37,7 +38,7 @@ async def test_stt_server_error_fails_over_in_order(
     openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
 ) -> None:
     async with OpenAICompatibleServer(stt=openai_server.stt, fail_with=500) as broken:
-        adapter = build_stt(make_settings(stt=[broken.base_url, openai_server.base_url, "faster-whisper"]))
+        adapter = build_stt(clean_settings(stt=[broken.base_url, openai_server.base_url, "faster-whisper"]))
         availability: list[tuple[str, bool]] = []
         adapter.on("stt_availability_changed", lambda ev: availability.append((provider_label(ev.stt), ev.available)))
         try:
@@ -54,7 +55,7 @@ async def test_stt_server_error_fails_over_in_order(
 async def test_stt_first_provider_answers_when_healthy(
     openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
 ) -> None:
-    adapter = build_stt(make_settings(stt=[openai_server.base_url, "faster-whisper"]))
+    adapter = build_stt(clean_settings(stt=[openai_server.base_url, "faster-whisper"]))
     try:
         await adapter.recognize(piper_sentence)
     finally:
@@ -63,7 +64,7 @@ async def test_stt_first_provider_answers_when_healthy(
 
 
 async def test_stt_all_failing_raises() -> None:
-    adapter = build_stt(make_settings(stt=[closed_port_url(), closed_port_url()], provider_timeout=2))
+    adapter = build_stt(clean_settings(stt=[closed_port_url(), closed_port_url()], provider_timeout=2))
     silence = rtc.AudioFrame(b"\0\0" * 16000, 16000, 1, 16000)
     try:
         with pytest.raises(APIConnectionError):
@@ -74,7 +75,7 @@ async def test_stt_all_failing_raises() -> None:
 
 async def test_tts_dead_url_fails_over_to_piper() -> None:
     dead = closed_port_url()
-    adapter = build_tts(make_settings(tts=[dead, "piper", "espeak"], provider_timeout=2))
+    adapter = build_tts(clean_settings(tts=[dead, "piper", "espeak"], provider_timeout=2))
     assert isinstance(adapter, tts.FallbackAdapter)
     try:
         frame = await asyncio.wait_for(adapter.synthesize("Good morning.").collect(), HANG_GUARD)
@@ -88,7 +89,7 @@ async def test_tts_dead_url_fails_over_to_piper() -> None:
 
 async def test_tts_order_respected_and_server_error_skipped(openai_server: OpenAICompatibleServer) -> None:
     async with OpenAICompatibleServer(tts=openai_server.tts, fail_with=500) as broken:
-        adapter = build_tts(make_settings(tts=[broken.base_url, "espeak", "piper"]))
+        adapter = build_tts(clean_settings(tts=[broken.base_url, "espeak", "piper"]))
         try:
             await asyncio.wait_for(adapter.synthesize("Good morning.").collect(), HANG_GUARD)
         finally:
@@ -96,7 +97,7 @@ async def test_tts_order_respected_and_server_error_skipped(openai_server: OpenA
         assert ("POST", "/v1/audio/speech") in broken.requests
         assert provider_label(adapter) == "espeak"
 
-    adapter = build_tts(make_settings(tts=["piper", "espeak"]))
+    adapter = build_tts(clean_settings(tts=["piper", "espeak"]))
     try:
         await adapter.synthesize("Good morning.").collect()
     finally:
@@ -105,7 +106,7 @@ async def test_tts_order_respected_and_server_error_skipped(openai_server: OpenA
 
 
 async def test_tts_all_failing_raises() -> None:
-    adapter = build_tts(make_settings(tts=[closed_port_url(), closed_port_url()], provider_timeout=2))
+    adapter = build_tts(clean_settings(tts=[closed_port_url(), closed_port_url()], provider_timeout=2))
     try:
         with pytest.raises(APIConnectionError):
             await asyncio.wait_for(adapter.synthesize("Hello.").collect(), HANG_GUARD)
@@ -115,7 +116,7 @@ async def test_tts_all_failing_raises() -> None:
 
 async def test_stt_adapter_streams_through_the_vad_like_an_agent_session(piper_sentence: rtc.AudioFrame) -> None:
     """The worker path: FallbackAdapter.stream() over non-streaming providers, segmented by our Silero VAD."""
-    adapter = build_stt(make_settings(stt=[closed_port_url(), "faster-whisper"], silence_ms=400, provider_timeout=2))
+    adapter = build_stt(clean_settings(stt=[closed_port_url(), "faster-whisper"], silence_ms=400, provider_timeout=2))
     stream = adapter.stream()
     sr = piper_sentence.sample_rate
     speech = np.frombuffer(piper_sentence.data, dtype=np.int16)
@@ -143,7 +144,7 @@ async def test_stt_server_that_never_answers_fails_over(piper_sentence: rtc.Audi
     """Accepts the connection, never answers: the request is given up after provider_timeout, not the plugin's
     own 30 s read timeout, and the next provider answers."""
     async with SilentServer() as silent:
-        adapter = build_stt(make_settings(stt=[silent.base_url, "faster-whisper"], provider_timeout=1))
+        adapter = build_stt(clean_settings(stt=[silent.base_url, "faster-whisper"], provider_timeout=1))
         try:
             event = await asyncio.wait_for(adapter.recognize(piper_sentence), HANG_GUARD)
         finally:
@@ -156,7 +157,7 @@ async def test_stt_server_that_never_answers_fails_over(piper_sentence: rtc.Audi
 
 async def test_tts_server_that_never_answers_fails_over() -> None:
     async with SilentServer() as silent:
-        adapter = build_tts(make_settings(tts=[silent.base_url, "piper"], provider_timeout=1))
+        adapter = build_tts(clean_settings(tts=[silent.base_url, "piper"], provider_timeout=1))
         try:
             frame = await asyncio.wait_for(adapter.synthesize("Good morning.").collect(), HANG_GUARD)
         finally:
@@ -169,7 +170,7 @@ async def test_tts_server_that_never_answers_fails_over() -> None:
 
 async def test_single_silent_server_times_out() -> None:
     async with SilentServer() as silent:
-        provider = build_one_stt(silent.base_url, make_settings(stt=[silent.base_url], provider_timeout=1))
+        provider = build_one_stt(silent.base_url, clean_settings(stt=[silent.base_url], provider_timeout=1))
         silence = rtc.AudioFrame(b"\0\0" * 16000, 16000, 1, 16000)
         try:
             with pytest.raises(APITimeoutError):
@@ -183,7 +184,7 @@ async def test_tts_label_ignores_background_probes_and_follows_recovery(openai_s
     """A provider that failed once is probed by livekit in the background; the probe's success must not be
     taken for the request's answer, but once recovered the provider serves, and is named, again."""
     openai_server.fail_next = 1
-    adapter = build_tts(make_settings(tts=[openai_server.base_url, "piper"]))
+    adapter = build_tts(clean_settings(tts=[openai_server.base_url, "piper"]))
     recovered = asyncio.Event()
     adapter.on("tts_availability_changed", lambda ev: ev.available and recovered.set())
     try:
@@ -203,7 +204,7 @@ async def test_stt_label_ignores_background_probes_and_follows_recovery(
     openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
 ) -> None:
     openai_server.fail_next = 1
-    adapter = build_stt(make_settings(stt=[openai_server.base_url, "faster-whisper"]))
+    adapter = build_stt(clean_settings(stt=[openai_server.base_url, "faster-whisper"]))
     recovered = asyncio.Event()
     adapter.on("stt_availability_changed", lambda ev: ev.available and recovered.set())
     try:
@@ -220,7 +221,7 @@ async def test_stt_label_ignores_background_probes_and_follows_recovery(
 
 
 async def test_label_survives_a_request_that_failed_everywhere(openai_server: OpenAICompatibleServer) -> None:
-    adapter = build_tts(make_settings(tts=[closed_port_url(), openai_server.base_url], provider_timeout=2))
+    adapter = build_tts(clean_settings(tts=[closed_port_url(), openai_server.base_url], provider_timeout=2))
     try:
         await asyncio.wait_for(adapter.synthesize("Hello.").collect(), HANG_GUARD)
         assert provider_label(adapter) == openai_server.base_url

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.speech.health import ProviderStatus, check_providers
+from tests.speech_fixtures import clean_settings
 
-from .conftest import make_settings
 from .openai_compatible_server import OpenAICompatibleServer, closed_port_url
 
 
@@ -17,7 +17,7 @@ def by_name(statuses: list[ProviderStatus]) -> dict[tuple[str, str], ProviderSta
 
 
 async def test_default_embedded_setup_is_healthy() -> None:
-    statuses = await check_providers(make_settings())
+    statuses = await check_providers(clean_settings())
 
     assert [(s.role, s.name) for s in statuses] == [
         ("stt", "faster-whisper"),
@@ -34,7 +34,7 @@ async def test_missing_espeak_unreachable_url_and_missing_key_come_with_fixes(
 ) -> None:
     dead = closed_port_url()
     monkeypatch.setenv("PATH", str(tmp_path))  # espeak-ng not on PATH
-    settings = make_settings(stt=[dead, "openai"], tts=["openai", "espeak"])
+    settings = clean_settings(stt=[dead, "openai"], tts=["openai", "espeak"])
 
     status = by_name(await check_providers(settings))
 
@@ -50,7 +50,7 @@ async def test_missing_espeak_unreachable_url_and_missing_key_come_with_fixes(
 
 async def test_reachable_server_and_failing_server(openai_server: OpenAICompatibleServer) -> None:
     async with OpenAICompatibleServer(fail_with=None) as empty:
-        settings = make_settings(stt=[openai_server.base_url], tts=[empty.base_url, "piper"])
+        settings = clean_settings(stt=[openai_server.base_url], tts=[empty.base_url, "piper"])
         # a server without speech models still answers /models: reachable
         status = by_name(await check_providers(settings))
     assert status[("stt", openai_server.base_url)].available
@@ -59,14 +59,14 @@ async def test_reachable_server_and_failing_server(openai_server: OpenAICompatib
 
 
 async def test_openai_kind_with_configured_base_url_is_probed(openai_server: OpenAICompatibleServer) -> None:
-    settings = make_settings(stt=["openai"], tts=["piper"], openai_base_url=openai_server.base_url, openai_api_key="k")
+    settings = clean_settings(stt=["openai"], tts=["piper"], openai_base_url=openai_server.base_url, openai_api_key="k")
     status = by_name(await check_providers(settings))
     assert status[("stt", "openai")].available
     assert openai_server.auth_headers[-1] == "Bearer k"
 
 
 async def test_missing_piper_voice_and_whisper_model(tmp_path: Path) -> None:
-    settings = make_settings(stt_model=str(tmp_path / "no-such-model"), tts_voice=str(tmp_path / "voice.onnx"))
+    settings = clean_settings(stt_model=str(tmp_path / "no-such-model"), tts_voice=str(tmp_path / "voice.onnx"))
     status = by_name(await check_providers(settings))
 
     whisper = status[("stt", "faster-whisper")]

@@ -6,8 +6,9 @@ from livekit import rtc
 
 from agent.speech import FasterWhisperSTT, build_one_stt, build_one_tts, provider_label
 from agent.speech.openai_compat import PLACEHOLDER_API_KEY, OpenAISTT, OpenAITTS
+from tests.speech_fixtures import clean_settings
 
-from .conftest import SENTENCE, make_settings
+from .conftest import SENTENCE
 from .openai_compatible_server import OpenAICompatibleServer
 from .test_roundtrip import wer
 
@@ -15,7 +16,7 @@ from .test_roundtrip import wer
 async def test_url_stt_transcribes_through_the_server(
     openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
 ) -> None:
-    stt = build_one_stt(openai_server.base_url, make_settings(stt=[openai_server.base_url]))
+    stt = build_one_stt(openai_server.base_url, clean_settings(stt=[openai_server.base_url]))
     try:
         event = await stt.recognize([piper_sentence])
     finally:
@@ -32,7 +33,7 @@ async def test_url_tts_speaks_through_the_server(
     openai_server: OpenAICompatibleServer, whisper: FasterWhisperSTT
 ) -> None:
     text = "Can you remind me to buy bread and eggs?"
-    tts = build_one_tts(openai_server.base_url, make_settings(tts=[openai_server.base_url]))
+    tts = build_one_tts(openai_server.base_url, clean_settings(tts=[openai_server.base_url]))
     try:
         frame = await tts.synthesize(text).collect()
     finally:
@@ -49,7 +50,7 @@ async def test_url_tts_speaks_through_the_server(
 async def test_openai_kind_uses_configured_base_url_and_key(
     openai_server: OpenAICompatibleServer, piper_sentence: rtc.AudioFrame
 ) -> None:
-    settings = make_settings(stt=["openai"], openai_base_url=openai_server.base_url, openai_api_key="sk-test-123")
+    settings = clean_settings(stt=["openai"], openai_base_url=openai_server.base_url, openai_api_key="sk-test-123")
     stt = build_one_stt("openai", settings)
     try:
         event = await stt.recognize(piper_sentence)

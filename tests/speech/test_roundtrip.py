@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import jiwer
 import numpy as np
 from livekit import rtc
 from livekit.agents import stt as lk_stt
 
 from agent.speech import FasterWhisperSTT, PiperTTS, build_stt, build_tts, provider_label
+from tests.speech_fixtures import clean_settings
+from tests.transcripts import wer
 
-from .conftest import SENTENCE, make_settings, synthesize
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    normalise = jiwer.Compose(
-        [
-            jiwer.ToLowerCase(),
-            jiwer.RemovePunctuation(),
-            jiwer.RemoveMultipleSpaces(),
-            jiwer.Strip(),
-            jiwer.ReduceToListOfListOfWords(),
-        ]
-    )
-    return jiwer.wer(reference, hypothesis, reference_transform=normalise, hypothesis_transform=normalise)
+from .conftest import SENTENCE, synthesize
 
 
 async def test_piper_to_whisper_round_trip(whisper: FasterWhisperSTT, piper_sentence: rtc.AudioFrame) -> None:
@@ -39,7 +27,7 @@ async def test_piper_to_whisper_round_trip(whisper: FasterWhisperSTT, piper_sent
 
 
 async def test_builders_default_to_embedded_providers() -> None:
-    settings = make_settings(tts=["piper"])
+    settings = clean_settings(tts=["piper"])
     tts = build_tts(settings)
     stt = build_stt(settings)
     assert isinstance(tts, PiperTTS) and isinstance(stt, FasterWhisperSTT)

@@ -19,8 +19,9 @@ from agent.speech import (
     provider_label,
     provider_labels,
 )
+from tests.speech_fixtures import clean_settings
 
-from .conftest import make_settings, synthesize
+from .conftest import synthesize
 from .test_roundtrip import wer
 
 MULTI_SENTENCE = (
@@ -99,7 +100,7 @@ async def test_without_piper_tts_installed_espeak_serves(monkeypatch: pytest.Mon
         PiperTTS()
     assert missing.value.provider == "piper" and "piper-tts is not installed" in missing.value.problem
 
-    settings = make_settings(tts=["piper", "espeak"])
+    settings = clean_settings(tts=["piper", "espeak"])
     tts = build_tts(settings)
     assert isinstance(tts, EspeakTTS) and provider_labels(tts) == ["espeak"]
     frame = await synthesize(tts, "Good morning.")

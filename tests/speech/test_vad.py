@@ -12,8 +12,7 @@ from livekit.plugins import silero
 
 from agent.speech import build_vad, tune_vad
 from agent.speech.vad import activation_threshold
-
-from .conftest import make_settings
+from tests.speech_fixtures import clean_settings
 
 INFERENCE_RATE = 16000
 
@@ -42,7 +41,7 @@ async def run_vad(vad: silero.VAD, samples: np.ndarray, sample_rate: int) -> lis
 
 
 async def test_speech_is_bracketed_by_start_and_end(piper_sentence: rtc.AudioFrame) -> None:
-    settings = make_settings(silence_ms=500)
+    settings = clean_settings(silence_ms=500)
     audio = padded(piper_sentence, before=1.0, after=2.0)
 
     events = await run_vad(build_vad(settings), audio, piper_sentence.sample_rate)
@@ -60,7 +59,7 @@ async def test_speech_is_bracketed_by_start_and_end(piper_sentence: rtc.AudioFra
 
 async def test_silence_setting_decides_whether_a_pause_ends_the_turn(piper_sentence: rtc.AudioFrame) -> None:
     audio = padded(piper_sentence, before=0.5, after=2.0, gap_copy=0.9)
-    vad = build_vad(make_settings(silence_ms=400))
+    vad = build_vad(clean_settings(silence_ms=400))
 
     short = await run_vad(vad, audio, piper_sentence.sample_rate)
     tune_vad(vad, silence_ms=1500)  # per-call change on the same VAD, no model reload
@@ -84,8 +83,8 @@ def test_aggressiveness_maps_to_activation_threshold(monkeypatch: pytest.MonkeyP
         return real_load(**options)
 
     monkeypatch.setattr(silero.VAD, "load", recording_load)
-    loud = build_vad(make_settings(vad_aggressiveness=3, silence_ms=700))
-    quiet = build_vad(make_settings(), aggressiveness=0, silence_ms=300)
+    loud = build_vad(clean_settings(vad_aggressiveness=3, silence_ms=700))
+    quiet = build_vad(clean_settings(), aggressiveness=0, silence_ms=300)
 
     assert asked[0]["activation_threshold"] == thresholds[3] and asked[1]["activation_threshold"] == thresholds[0]
     assert loud.min_silence_duration == 0.7 and quiet.min_silence_duration == 0.3
