@@ -74,6 +74,8 @@ def rescan() -> bool:
         if _open_streams:
             return False
         try:
+            # sounddevice has no public re-scan; its maintainers point to this pair of calls for it
+            # (PortAudio lists devices only when initialised). Revisit when sounddevice gains an API.
             sd._terminate()
             sd._initialize()
         except Exception as exc:  # PortAudio refuses when something else holds a stream; keep the old list
