@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine
 from livekit.agents import Agent, AgentSession, StopResponse, llm
 from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
 from livekit.agents.voice.room_io import TextInputEvent
-from livekit.agents.voice.room_io.types import _default_text_input_cb
 
 from .converse_service import ConverseService, SpeakOutcome
 from .protocol import Utterance
@@ -65,8 +64,9 @@ def text_input_handler(
 
     async def handle(session: AgentSession, event: TextInputEvent) -> None:
         claimed = service.on_user_turn(Utterance(text=event.text, source="text"))
-        if not claimed and llm_enabled:
-            await _default_text_input_cb(session, event)
+        if not claimed and llm_enabled:  # what livekit's default text callback does, through the public API
+            await session.interrupt()
+            session.generate_reply(user_input=event.text)
 
     return handle
 
