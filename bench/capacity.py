@@ -91,6 +91,32 @@ class _Child:
                 self.proc.wait(timeout=10)
 
 
+class _CpuMeter:
+    """CPU use of some processes over an interval (percent of one core; 200 = both cores of this machine)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        import psutil
+
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._start = {name: self._total(p) for name, p in self._procs.items()}
+        self._t0 = time.monotonic()
+
+    @staticmethod
+    def _total(proc: Any) -> float:
+        """CPU seconds of the process and its children (the server runs in a process group of its own)."""
+        procs = [proc, *proc.children(recursive=True)]
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(Exception):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def read(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        return {name: round((self._total(p) - self._start[name]) / elapsed * 100, 1) for name, p in self._procs.items()}
+
+
 def _step_stats(answer: dict[str, Any]) -> dict[str, Any]:
     per_room = [np.array(s["lateness_s"]) * 1000 for s in answer["sessions"]]
     every = np.concatenate(per_room) if per_room else np.zeros(0)
@@ -126,8 +152,10 @@ async def run_capacity(speech: Speech, *, max_rooms: int, seconds: float, out: P
                 rooms += 1
             await asyncio.sleep(SETTLE)
             rss.append((rooms, host.rss_mb()))
+            cpu = _CpuMeter({"host": host.proc.pid, "users": publisher.proc.pid, "server": server.proc.pid})
             await host.send(f"measure {seconds}")
             stats = _step_stats(json.loads(await host.expect(seconds + 60)))
+            stats["cpu_percent"] = cpu.read()
             ok = bool(stats["worst_room_p90_ms"] is not None and stats["worst_room_p90_ms"] <= LATE_MS)
             rows.append(
                 Measurement.of(
@@ -136,7 +164,9 @@ async def run_capacity(speech: Speech, *, max_rooms: int, seconds: float, out: P
                     stats.pop("lateness_ms"),
                     f"worst room p90 {_num(stats['worst_room_p90_ms'])} ms, windows late (>{LATE_MS:g} ms) "
                     f"{_pct(stats['late_fraction'])}, inference p90 {_num(stats['inference_p90_ms'])} ms, "
-                    f"host RSS {rss[-1][1]:.0f} MB{'' if ok else ' — LATE'}",
+                    f"host RSS {rss[-1][1]:.0f} MB, CPU % of one core "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in stats["cpu_percent"].items())
+                    + ("" if ok else " — LATE"),
                     rooms=rooms,
                     rss_mb=round(rss[-1][1], 1),
                     sustained=ok,
