@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mcp_bridge.local import devices
-from tests.audio.pulse import VirtualAudio, _start, _stop
+from tests.audio.pulse import VirtualAudio, start_virtual_audio, stop_virtual_audio
 
 RATE = 16000
 
@@ -121,7 +121,7 @@ class VirtualAudioSession:
                     "libasound2-plugins alsa-utils libportaudio2"
                 )
         self._runtime = Path(tempfile.mkdtemp(prefix="vmcp-bench-pulse-"))
-        self.audio = _start(self._runtime)
+        self.audio = start_virtual_audio(self._runtime)
         self._saved = {k: os.environ.get(k) for k in self.audio.env}
         os.environ.update(self.audio.env)
         devices.sounddevice()
@@ -136,7 +136,7 @@ class VirtualAudioSession:
                 proc.kill()
             proc.wait(timeout=10)
         if self.audio is not None:
-            _stop(self.audio)
+            stop_virtual_audio(self.audio)
         for key, value in self._saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -179,7 +179,7 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-def _start(runtime_dir: Path) -> VirtualAudio:
+def start_virtual_audio(runtime_dir: Path) -> VirtualAudio:
     runtime_dir.chmod(0o700)
     config = runtime_dir / "virtual.pa"
     config.write_text(_CONFIG)
@@ -204,7 +204,7 @@ def _start(runtime_dir: Path) -> VirtualAudio:
             time.sleep(0.2)
 
 
-def _stop(audio: VirtualAudio) -> None:
+def stop_virtual_audio(audio: VirtualAudio) -> None:
     pid_file = audio.runtime_dir / "pulse" / "pid"
     try:
         pid = int(pid_file.read_text().strip())
@@ -232,14 +232,14 @@ def virtual_audio() -> Iterator[VirtualAudio]:
             _missing(f"{tool} not found")
     # short path: the unix socket path must stay under ~100 characters
     runtime_dir = Path(tempfile.mkdtemp(prefix="vmcp-pulse-"))
-    audio = _start(runtime_dir)
+    audio = start_virtual_audio(runtime_dir)
     saved = {key: os.environ.get(key) for key in audio.env}
     os.environ.update(audio.env)
     audio.refresh_portaudio()
     try:
         yield audio
     finally:
-        _stop(audio)
+        stop_virtual_audio(audio)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -24,7 +24,7 @@ from agent.speech import FasterWhisperSTT, PiperTTS
 from agent.speech.audio import resample_int16
 from mcp_bridge.local import LocalTransport
 from mcp_bridge.models import AudioDeviceError, ConverseRequest, ListenOptions, Stage, TranscriptionFailed
-from tests.audio.pulse import VirtualAudio, _start, _stop
+from tests.audio.pulse import VirtualAudio, start_virtual_audio, stop_virtual_audio
 
 from .conftest import Progress, SpeakPcm, make_settings, wer
 
@@ -159,7 +159,7 @@ async def test_a_device_that_dies_mid_listen_is_a_device_error(
 ) -> None:
     """The sound server vanishes while listening (a USB headset unplugged, say): an error, not a hang."""
     doomed_dir = Path(tempfile.mkdtemp(prefix="vmcp-doomed-"))
-    doomed = _start(doomed_dir)
+    doomed = start_virtual_audio(doomed_dir)
     saved = os.environ["PULSE_SERVER"]
     os.environ["PULSE_SERVER"] = doomed.env["PULSE_SERVER"]  # the ALSA pulse plugin connects at open time
     try:
@@ -169,12 +169,12 @@ async def test_a_device_that_dies_mid_listen_is_a_device_error(
         task = asyncio.create_task(transport.converse(request, progress))
         await asyncio.wait_for(progress.reached(Stage.LISTENING).wait(), timeout=BOUND)
         await asyncio.sleep(1.0)
-        await asyncio.to_thread(_stop, doomed)
+        await asyncio.to_thread(stop_virtual_audio, doomed)
         with pytest.raises(AudioDeviceError) as caught:
             await asyncio.wait_for(task, timeout=BOUND)
     finally:
         os.environ["PULSE_SERVER"] = saved
-        await asyncio.to_thread(_stop, doomed)
+        await asyncio.to_thread(stop_virtual_audio, doomed)
         shutil.rmtree(doomed_dir, ignore_errors=True)
     assert "stopped working" in caught.value.message
     assert "VOICE_MCP_INPUT_DEVICE" in caught.value.hint
