@@ -34,6 +34,7 @@ from mcp_bridge.models import (
     ConverseResult,
     ProgressCallback,
     ProviderError,
+    SpeakOptions,
     Stage,
     Timings,
     TransportName,
@@ -80,6 +81,8 @@ class LocalTransport:
         self.early_transcription = early_transcription
         self._lock = asyncio.Lock()  # one exchange at a time: there is one microphone and one speaker
         self._sentences = tokenize.basic.SentenceTokenizer()
+        self._tts_variants: dict[tuple[str | None, float | None], lk_tts.TTS] = {}
+        self._closing_variants: set[asyncio.Task[None]] = set()
 
     # --- Transport protocol -------------------------------------------------------------------------------------
 
@@ -95,8 +98,12 @@ class LocalTransport:
         return TransportHealth(name="local", available=True, detail=f"microphone {mic}, speaker {speaker}")
 
     async def aclose(self) -> None:
-        async with self._lock:
-            pass  # the exchange in progress (if any) finished; streams are per exchange
+        async with self._lock:  # the exchange in progress (if any) finished; streams are per exchange
+            variants, self._tts_variants = list(self._tts_variants.values()), {}
+            for variant in variants:  # built here, so closed here; the shared providers belong to the caller
+                await variant.aclose()
+            if self._closing_variants:
+                await asyncio.wait(self._closing_variants)
 
     async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
         started = time.perf_counter()
@@ -109,11 +116,40 @@ class LocalTransport:
         parts = [s.strip() for s in self._sentences.tokenize(text) if s.strip()]
         return parts or ([text.strip()] if text.strip() else [])
 
-    async def synthesize(self, text: str) -> AsyncIterator[rtc.AudioFrame]:
+    def tts_for(self, speak: SpeakOptions) -> lk_tts.TTS:
+        """The shared TTS; for a call that asks for another voice or speed, the configured providers built with it
+        (the same builder, so the same failover order). A few variants are kept; the oldest is closed."""
+        if speak.voice is None and speak.speed is None:
+            return self.tts
+        key = (speak.voice, speak.speed)
+        variant = self._tts_variants.get(key)
+        if variant is None:
+            from agent.speech import ProviderUnavailable, build_tts
+
+            update: dict[str, object] = {}
+            if speak.voice is not None:
+                update |= {"tts_voice": speak.voice, "espeak_voice": speak.voice, "openai_tts_voice": speak.voice}
+            if speak.speed is not None:
+                update["tts_speed"] = speak.speed
+            try:
+                variant = build_tts(self.settings.model_copy(update=update))
+            except ProviderUnavailable as exc:
+                raise ProviderError(
+                    f"No TTS provider can speak with voice={speak.voice!r} speed={speak.speed!r}: {exc.problem}.",
+                    exc.fix,
+                ) from exc
+            if len(self._tts_variants) >= MAX_TTS_VARIANTS:
+                oldest = self._tts_variants.pop(next(iter(self._tts_variants)))
+                self._closing_variants.add(asyncio.get_running_loop().create_task(oldest.aclose()))
+            self._tts_variants[key] = variant
+        return variant
+
+    async def synthesize(self, text: str, tts: lk_tts.TTS | None = None) -> AsyncIterator[rtc.AudioFrame]:
         """Audio of `text`, one sentence after the other, as soon as each is synthesised."""
+        tts = tts or self.tts
         for sentence in self.sentences(text):
             try:
-                async with self.tts.synthesize(sentence) as stream:
+                async with tts.synthesize(sentence) as stream:
                     async for audio in stream:
                         yield audio.frame
             except VoiceError:
@@ -123,6 +159,9 @@ class LocalTransport:
                 raise ProviderError(
                     f"Speech synthesis failed: {exc}.", "Check the TTS provider (VOICE_MCP_TTS)."
                 ) from exc
+
+
+MAX_TTS_VARIANTS = 4
 
 
 class _Exchange:
@@ -143,6 +182,7 @@ class _Exchange:
         self.speak_started: float | None = None
         self.speak_ended: float | None = None
         self.cues = request.listen.audio_cues and self.settings.audio_cues
+        self.tts = transport.tts_for(request.speak)
 
     async def progress(self, stage: Stage, message: str) -> None:
         try:
@@ -230,7 +270,7 @@ class _Exchange:
     async def _play_message(self, message: str) -> None:
         assert self.player is not None
         self.player.begin()
-        async for frame in self.t.synthesize(message):
+        async for frame in self.t.synthesize(message, self.tts):
             self.player.push(frame)
         self.player.end()
         await self.player.wait_done()
@@ -271,7 +311,7 @@ class _Exchange:
         )
         result = ConverseResult(
             text="", heard_speech=False, transport="local", timings=timings,
-            tts_provider=provider_label(self.t.tts) if self.speak_started else None,
+            tts_provider=provider_label(self.tts) if self.speak_started else None,
             interrupted=self.interrupted, ended_by="not_waiting",
         )
         if heard is None:

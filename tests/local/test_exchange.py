@@ -16,7 +16,7 @@ from livekit.agents import vad as lk_vad
 
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import ConverseRequest, ConverseResult, ListenOptions, Stage
+from mcp_bridge.models import ConverseRequest, ConverseResult, ListenOptions, ProviderError, SpeakOptions, Stage
 from tests.audio.pulse import VirtualAudio
 
 from .conftest import Progress, SpeakPcm, make_settings, voiced_seconds, wer
@@ -196,3 +196,25 @@ def read_wav(path: object) -> np.ndarray:
 
         pcm = resample_int16(pcm, rate, 16000)
     return pcm
+
+
+async def test_speed_and_voice_asked_for_in_the_call_are_used(
+    transport: LocalTransport, virtual_audio: VirtualAudio, progress: Progress, whisper: FasterWhisperSTT
+) -> None:
+    """converse(speed=...) is not ignored: the same message plays faster; an unusable voice is a clear error."""
+    message = MESSAGE
+    durations = {}
+    for speed in (None, 2.0):
+        request = ConverseRequest(message=message, wait_for_response=False, speak=SpeakOptions(speed=speed))
+        with virtual_audio.record_speaker() as speaker:
+            result = await converse(transport, request, progress)
+            played = speaker.stop()
+        assert result.tts_provider == "piper"
+        assert wer(message, await transcribe(whisper, played)) <= 0.25
+        durations[speed] = voiced_seconds(played)
+    assert durations[2.0] < durations[None] * 0.85, durations
+
+    bad = ConverseRequest(message=message, wait_for_response=False, speak=SpeakOptions(voice="/no/such/voice.onnx"))
+    with pytest.raises(ProviderError) as caught:
+        await converse(transport, bad, progress)
+    assert "voice" in str(caught.value).lower()
