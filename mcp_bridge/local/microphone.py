@@ -23,12 +23,11 @@ from livekit import rtc
 from mcp_bridge.models import AudioDeviceError
 
 from . import devices
+from .device_stream import DeviceStream
 from .devices import Device
 from .echo import EchoCanceller
 
 log = logging.getLogger(__name__)
-
-OPEN_TIMEOUT = 15.0
 
 PREFERRED_RATES = (16000, 48000, 32000, 24000, 44100)
 
@@ -42,7 +41,10 @@ class MicFrame:
     """`time.perf_counter()` when the frame arrived."""
 
 
-class Microphone:
+class Microphone(DeviceStream):
+    role = "microphone"
+    preferred_rates = PREFERRED_RATES
+
     def __init__(
         self,
         device: Device,
@@ -51,59 +53,29 @@ class Microphone:
         stall_timeout: float = 3.0,
         start_timeout: float = 10.0,
     ) -> None:
-        self.device = device
+        super().__init__(device)
         self._echo = echo
         self._stall_timeout = stall_timeout
         self._start_timeout = start_timeout
-        self.sample_rate = 0
-        self._stream: Any = None
         self._queue: asyncio.Queue[MicFrame] = asyncio.Queue()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._samples = 0
-        self._opened_at = 0.0
-        self._last_callback = 0.0
         self._error: AudioDeviceError | None = None
-        self._closing = False
-        self._abandoned = False
 
     @property
     def audio_time(self) -> float:
         """Seconds of audio delivered so far."""
         return self._samples / self.sample_rate if self.sample_rate else 0.0
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        try:  # opening can block inside the audio driver: bounded, so a wedged device is an error, not a hang
-            async with asyncio.timeout(OPEN_TIMEOUT):
-                await asyncio.to_thread(self._open)
-        except TimeoutError:
-            self._abandoned = True  # if the driver answers later, _open closes the stream itself
-            raise devices.open_failed(self.device, TimeoutError(f"no answer within {OPEN_TIMEOUT:.0f} s")) from None
-        self._opened_at = time.perf_counter()
-
-    def _open(self) -> None:
-        sd = devices.sounddevice()
-        with devices.portaudio_lock:
-            self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
-            try:
-                stream = sd.InputStream(
-                    device=self.device.index,
-                    samplerate=self.sample_rate,
-                    channels=1,
-                    dtype="int16",
-                    blocksize=self.sample_rate // 100,
-                    callback=self._callback,
-                    finished_callback=self._finished,
-                )
-                stream.start()
-            except Exception as exc:
-                raise devices.open_failed(self.device, exc) from None
-            devices.stream_opened()
-        if self._abandoned:
-            _close_stream(stream)
-            devices.stream_closed()
-            return
-        self._stream = stream
+    def _create_stream(self, sd: Any) -> Any:
+        return sd.InputStream(
+            device=self.device.index,
+            samplerate=self.sample_rate,
+            channels=1,
+            dtype="int16",
+            blocksize=self.sample_rate // 100,
+            callback=self._callback,
+            finished_callback=self._finished,
+        )
 
     def _callback(self, indata: np.ndarray, frames: int, times: Any, status: Any) -> None:
         now = time.perf_counter()
@@ -172,24 +144,4 @@ class Microphone:
         return frames
 
     async def aclose(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        self._closing = True
-        try:  # a wedged driver must not hang the conversation; the thread is left to finish on its own
-            async with asyncio.timeout(5.0):
-                await asyncio.to_thread(_close_stream, stream)
-        except TimeoutError:
-            log.warning("closing the microphone %s timed out", self.device)
-        devices.stream_closed()
-
-
-def _close_stream(stream: Any) -> None:
-    try:
-        stream.abort()
-    except Exception:
-        pass
-    try:
-        stream.close()
-    except Exception:
-        pass
+        await self._close_stream()

@@ -20,12 +20,11 @@ import numpy as np
 from livekit import rtc
 
 from . import devices
+from .device_stream import DeviceStream
 from .devices import Device
 from .echo import EchoCanceller
 
 log = logging.getLogger(__name__)
-
-OPEN_TIMEOUT = 15.0
 
 PREFERRED_RATES = (48000, 24000, 44100, 32000, 16000)
 OUTPUT_LATENCY = 0.15
@@ -33,16 +32,16 @@ OUTPUT_LATENCY = 0.15
 `stop()` still silences within about this long."""
 
 
-class Player:
+class Player(DeviceStream):
+    role = "speaker"
+    preferred_rates = PREFERRED_RATES
+
     def __init__(self, device: Device, *, echo: EchoCanceller | None = None, stall_timeout: float = 3.0,
                  start_timeout: float = 10.0) -> None:
-        self.device = device
+        super().__init__(device)
         self._echo = echo
         self._stall_timeout = stall_timeout
         self._start_timeout = start_timeout
-        self.sample_rate = 0
-        self._stream: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._chunks: collections.deque[np.ndarray] = collections.deque()
         self._offset = 0  # samples of _chunks[0] already played
@@ -52,48 +51,21 @@ class Player:
         self._drained = asyncio.Event()
         self._resamplers: dict[tuple[int, int], rtc.AudioResampler] = {}
         self._generation = 0
-        self._opened_at = 0.0
-        self._last_callback = 0.0
-        self._closing = False
-        self._abandoned = False
         self._error: str | None = None
         self.first_audio_at: float | None = None
         self.played_samples = 0
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        try:  # opening can block inside the audio driver: bounded, so a wedged device is an error, not a hang
-            async with asyncio.timeout(OPEN_TIMEOUT):
-                await asyncio.to_thread(self._open)
-        except TimeoutError:
-            self._abandoned = True  # if the driver answers later, _open closes the stream itself
-            raise devices.open_failed(self.device, TimeoutError(f"no answer within {OPEN_TIMEOUT:.0f} s")) from None
-        self._opened_at = time.perf_counter()
-
-    def _open(self) -> None:
-        sd = devices.sounddevice()
-        with devices.portaudio_lock:
-            self.sample_rate = devices.choose_samplerate(self.device, PREFERRED_RATES)
-            try:
-                stream = sd.OutputStream(
-                    device=self.device.index,
-                    samplerate=self.sample_rate,
-                    channels=1,
-                    dtype="int16",
-                    blocksize=self.sample_rate // 100,
-                    latency=OUTPUT_LATENCY,
-                    callback=self._callback,
-                    finished_callback=self._finished,
-                )
-                stream.start()
-            except Exception as exc:
-                raise devices.open_failed(self.device, exc) from None
-            devices.stream_opened()
-        if self._abandoned:
-            _close_stream(stream)
-            devices.stream_closed()
-            return
-        self._stream = stream
+    def _create_stream(self, sd: Any) -> Any:
+        return sd.OutputStream(
+            device=self.device.index,
+            samplerate=self.sample_rate,
+            channels=1,
+            dtype="int16",
+            blocksize=self.sample_rate // 100,
+            latency=OUTPUT_LATENCY,
+            callback=self._callback,
+            finished_callback=self._finished,
+        )
 
     # --- feeding ------------------------------------------------------------------------------------------------
 
@@ -240,25 +212,5 @@ class Player:
             self._error = "the audio stream ended unexpectedly"
 
     async def aclose(self) -> None:
-        stream, self._stream = self._stream, None
         self.stop()
-        if stream is None:
-            return
-        self._closing = True
-        try:
-            async with asyncio.timeout(5.0):
-                await asyncio.to_thread(_close_stream, stream)
-        except TimeoutError:
-            log.warning("closing the speaker %s timed out", self.device)
-        devices.stream_closed()
-
-
-def _close_stream(stream: Any) -> None:
-    try:
-        stream.abort()
-    except Exception:
-        pass
-    try:
-        stream.close()
-    except Exception:
-        pass
+        await self._close_stream()
