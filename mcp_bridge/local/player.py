@@ -43,7 +43,7 @@ class Player(DeviceStream):
         self._stall_timeout = stall_timeout
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
-        self._chunks: collections.deque[np.ndarray] = collections.deque()
+        self._chunks: collections.deque[tuple[np.ndarray, bool]] = collections.deque()  # (samples, echo reference)
         self._offset = 0  # samples of _chunks[0] already played
         self._queued = 0  # samples queued and not yet played
         self._ended = False
@@ -77,8 +77,11 @@ class Player(DeviceStream):
             self._generation += 1
         self._drained.clear()
 
-    def push(self, frame: rtc.AudioFrame) -> None:
-        """Queue a frame (any rate, any channel count). Ignored after `stop()` until `begin()`."""
+    def push(self, frame: rtc.AudioFrame, *, echo_reference: bool = True) -> None:
+        """Queue a frame (any rate, any channel count). Ignored after `stop()` until `begin()`.
+
+        `echo_reference=False` keeps the frame out of the echo canceller's reverse stream: a soft cue need not be
+        cancelled (the VAD ignores it), and telling the canceller about it makes it damp the user's first words."""
         if self._stopped:
             return
         for out in self._resample(frame):
@@ -89,7 +92,7 @@ class Player(DeviceStream):
                 with self._lock:
                     if self._stopped:
                         return
-                    self._chunks.append(samples.copy())
+                    self._chunks.append((samples.copy(), echo_reference))
                     self._queued += samples.size
 
     def _resample(self, frame: rtc.AudioFrame) -> list[rtc.AudioFrame]:
@@ -163,12 +166,15 @@ class Player(DeviceStream):
         now = time.perf_counter()
         self._last_callback = now
         out = outdata[:, 0]
+        reference = np.zeros(frames, dtype=np.int16)  # what the echo canceller is told was played
         written = 0
         with self._lock:
             while written < frames and self._chunks:
-                chunk = self._chunks[0]
+                chunk, is_reference = self._chunks[0]
                 take = min(frames - written, chunk.size - self._offset)
                 out[written:written + take] = chunk[self._offset:self._offset + take]
+                if is_reference:
+                    reference[written:written + take] = chunk[self._offset:self._offset + take]
                 written += take
                 self._offset += take
                 if self._offset >= chunk.size:
@@ -190,7 +196,9 @@ class Player(DeviceStream):
                 pass
             step = self.sample_rate // 100
             for start in range(0, frames - step + 1, step):
-                render = rtc.AudioFrame(bytearray(out[start:start + step].tobytes()), self.sample_rate, 1, step)
+                render = rtc.AudioFrame(
+                    bytearray(reference[start:start + step].tobytes()), self.sample_rate, 1, step
+                )
                 self._echo.process_render(render)
         if finished and not self._drained.is_set():
             self._notify(lambda: self._set_drained(generation))

@@ -280,7 +280,7 @@ class _Exchange:
             return
         make = cues.listening_started if start else cues.listening_stopped
         self.player.begin()
-        self.player.push(make(self.player.sample_rate))
+        self.player.push(make(self.player.sample_rate), echo_reference=False)
         self.player.end()
 
     async def _listen(self, listener: Listener, listen_task: asyncio.Task[Heard]) -> Heard:
