@@ -77,28 +77,24 @@ def make_client(entry: str, settings: Settings) -> openai_sdk.AsyncClient:
     )
 
 
-class OpenAISTT(openai.STT):
+class _OwnsClient:
+    """Mixin for the OpenAI plugin's STT/TTS: built on a client we made, so `aclose()` also closes that client."""
+
+    def __init__(self, *, client: openai_sdk.AsyncClient, **options: object) -> None:
+        super().__init__(client=client, **options)  # type: ignore[call-arg]
+        self.owned_client = client
+
+    async def aclose(self) -> None:
+        await super().aclose()  # type: ignore[misc]
+        await self.owned_client.close()
+
+
+class OpenAISTT(_OwnsClient, openai.STT):
     """`livekit.plugins.openai.STT` on a client we built; `aclose()` also closes that client."""
 
-    def __init__(self, *, client: openai_sdk.AsyncClient, **options: object) -> None:
-        super().__init__(client=client, **options)  # type: ignore[arg-type]
-        self.owned_client = client
 
-    async def aclose(self) -> None:
-        await super().aclose()
-        await self.owned_client.close()
-
-
-class OpenAITTS(openai.TTS):
+class OpenAITTS(_OwnsClient, openai.TTS):
     """`livekit.plugins.openai.TTS` on a client we built; `aclose()` also closes that client."""
-
-    def __init__(self, *, client: openai_sdk.AsyncClient, **options: object) -> None:
-        super().__init__(client=client, **options)  # type: ignore[arg-type]
-        self.owned_client = client
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        await self.owned_client.close()
 
 
 def openai_stt(entry: str, settings: Settings) -> OpenAISTT:
