@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LiveKit rooms. Configuration: VOICE_MCP_* environment variables or a .env file (see docs/configuration.md).",
     )
     parser.add_argument("--debug", action="store_true", help="debug logging (same as VOICE_MCP_DEBUG=true)")
+    parser.set_defaults(http=False, host="127.0.0.1", port=8765)  # `voice-mcp` alone serves stdio
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the MCP server (the default command)")
@@ -59,12 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings)
     command = args.command or "serve"
     if command == "serve":
-        return _serve(
-            settings,
-            http=getattr(args, "http", False),
-            host=args.__dict__.get("host", "127.0.0.1"),
-            port=args.__dict__.get("port", 8765),
-        )
+        return _serve(settings, http=args.http, host=args.host, port=args.port)
     if command == "converse":
         return asyncio.run(_converse(settings, args))
     if command == "doctor":

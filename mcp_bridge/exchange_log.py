@@ -58,7 +58,7 @@ class ExchangeLog:
             }
         if error is not None:
             entry["error"] = {
-                "code": getattr(error, "code", type(error).__name__) if isinstance(error, VoiceError) else "internal",
+                "code": error.code if isinstance(error, VoiceError) else "internal",
                 "type": type(error).__name__,
                 "message": str(error),
             }
