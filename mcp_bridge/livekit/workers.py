@@ -24,16 +24,25 @@ class WorkerHandle:
     info: PingReply
 
 
+def is_worker(participant: rtc.RemoteParticipant) -> bool:
+    return (
+        participant.identity.startswith(WORKER_IDENTITY_PREFIX)
+        or participant.attributes.get(ATTR_ROLE) == "worker"
+        or participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    )
+
+
 def worker_candidates(room: rtc.Room) -> list[rtc.RemoteParticipant]:
     """Participants that may be voice-mcp workers, in the order a contested room is kept by them."""
-    found = [
-        p
-        for p in room.remote_participants.values()
-        if p.identity.startswith(WORKER_IDENTITY_PREFIX)
-        or p.attributes.get(ATTR_ROLE) == "worker"
-        or p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    ]
+    found = [p for p in room.remote_participants.values() if is_worker(p)]
     return sorted(found, key=lambda p: p.identity)  # the worker that keeps a contested room (agent.worker)
+
+
+def users_present(room: rtc.Room, bridge_identity: str) -> bool:
+    """Whether anybody the worker would listen to is in the room (the worker's own rule, `agent.linking`)."""
+    from agent.linking import is_user  # imports livekit-agents: only when a room is there to look at
+
+    return any(is_user(p, bridge_identity) for p in room.remote_participants.values())
 
 
 _SILENT_CODES = {
