@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
 from dataclasses import dataclass
@@ -89,10 +90,12 @@ class LiveKitTransport:
         identity: str | None = None,
         worker_start_timeout: float | None = None,
         heartbeat_timeout: float | None = None,
+        token_ttl: datetime.timedelta | None = None,
     ) -> None:
         """`worker_start_timeout`: how long a call waits for a worker to answer, dispatching one when none is
         there (default settings.livekit_timeout, VOICE_MCP_LIVEKIT_TIMEOUT).
         `heartbeat_timeout`: silence from the worker that counts as its death (default settings.livekit_timeout).
+        `token_ttl`: lifetime of the bridge's room tokens (default 6 h; tests shorten it to see expiry handled).
         """
         if not (settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret):
             raise TransportUnavailable(
@@ -107,6 +110,7 @@ class LiveKitTransport:
             api_secret=settings.livekit_api_secret,
             room=settings.room,
             identity=self.identity,
+            **({"ttl": token_ttl} if token_ttl is not None else {}),
         )
         self.link = RoomLink(settings.livekit_url, self.tokens)
         self.dispatcher = Dispatcher(
