@@ -24,7 +24,7 @@ from typing import Any
 
 logger = logging.getLogger("voice-mcp.worker")
 
-WARMUP_TEXT = "Warming up. One moment, please."
+WARMUP_TEXT = "Ready."
 WARMUP_TIMEOUT = 60.0
 """Seconds the silent warm-up synthesis may take (on two busy cores); it is abandoned after that, not fatal."""
 IDLE_NICE = 10

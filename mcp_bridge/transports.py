@@ -63,8 +63,9 @@ async def _livekit_problem(livekit: LiveKitTransport | Transport, settings: Sett
                 "call)"
             )
         try:
-            worker = await livekit.ensure_worker(settings.livekit_timeout)
+            worker = await livekit.ensure_worker(settings.livekit_timeout, wait_if_dead=False)
         except VoiceError as exc:
+            livekit.start()
             return f"LiveKit unavailable: {exc.message}"
         if worker.info.user_identity is None:
             return f"nobody is in LiveKit room '{settings.room}' to talk to"

@@ -161,8 +161,11 @@ class LiveKitTransport:
             user=users_present(room, self.identity),
         )
 
-    async def ensure_worker(self, within: float) -> WorkerHandle:
-        """A worker in the room that answers, dispatching one if needed; TransportUnavailable after `within` s."""
+    async def ensure_worker(self, within: float, *, wait_if_dead: bool = True) -> WorkerHandle:
+        """A worker in the room that answers, dispatching one if needed; TransportUnavailable after `within` s.
+
+        `wait_if_dead=False`: when every worker in the room is silent (crashed, not yet gone from the room), fail
+        at once instead of waiting for a new one (a dispatch is still made, for the next call)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         room = await self.link.ensure_connected(within)
@@ -181,6 +184,14 @@ class LiveKitTransport:
                 if not self.dispatcher.recently_dispatched():
                     # again after DISPATCH_PATIENCE: a dispatch made while no worker was registered is lost
                     await self._dispatch(max(deadline - loop.time(), 0.5))
+                present = worker_candidates(room)
+                if not wait_if_dead and present and all(p.identity in silent for p in present):
+                    self._worker = None
+                    raise TransportUnavailable(
+                        f"the voice-mcp worker in room '{self.settings.room}' does not answer (it may have crashed); "
+                        "another one was dispatched",
+                        "retry in a moment; check the worker's logs",
+                    )
                 joined.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(joined.wait(), min(0.5, max(deadline - loop.time(), 0.01)))

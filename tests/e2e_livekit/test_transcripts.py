@@ -42,6 +42,13 @@ def user_segments(user: TestUser) -> dict[str, list[tuple[bool, str]]]:
 async def test_each_user_turn_reaches_the_room_as_one_final_transcript(
     lk_worker: WorkerProcess, lk_settings: Callable[..., Settings], lk_user: TestUser, piper: PiperTTS
 ) -> None:
+    legacy: list[tuple[str, str, bool]] = []  # the deprecated rtc.Transcription packets: (identity, text, final)
+
+    def on_legacy(segments: list, participant: object, publication: object) -> None:  # type: ignore[type-arg]
+        identity = getattr(participant, "identity", "")
+        legacy.extend((identity, segment.text, segment.final) for segment in segments)
+
+    lk_user.room.on("transcription_received", on_legacy)
     transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
     replies = ["Please run the unit tests.", "Then open the pull request."]
     try:
@@ -64,6 +71,7 @@ async def test_each_user_turn_reaches_the_room_as_one_final_transcript(
         await transport.aclose()
 
     segments = user_segments(lk_user)
+    print("streams", dict(segments), "legacy", legacy)
     finals = [text for parts in segments.values() for final, text in parts if final]
     assert len(finals) == len(replies), f"one final transcript per turn, got {dict(segments)}"
     for parts in segments.values():
