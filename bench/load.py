@@ -21,16 +21,19 @@ Rooms run `concurrency` at a time (one job process each on the worker; the worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from livekit import rtc
+
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.models import ConverseRequest, ListenOptions, Stage, VoiceError
 from tests.e2e_livekit.fast_tts import FastTTSServer
-from tests.e2e_livekit.harness import ServerProcess, TestUser, start_server, start_worker
+from tests.e2e_livekit.harness import ServerProcess, start_server, start_worker
 
 from .harness import Measurement
 from .settings import bench_settings
@@ -62,11 +65,31 @@ async def _wait_for_user(transport: LiveKitTransport, user: str) -> None:
     raise RuntimeError(f"no worker listened to {user} in room {transport.settings.room}")
 
 
+class ChatUser:
+    """A user who only types (`lk.chat`): no microphone track, so the worker's VAD has nothing to chew on."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.room = room
+
+    @classmethod
+    async def join(cls, server: ServerProcess, room_name: str, identity: str) -> ChatUser:
+        room = rtc.Room()
+        await room.connect(server.url, server.token(identity, room_name), options=rtc.RoomOptions(auto_subscribe=False))
+        return cls(room)
+
+    async def type(self, text: str) -> None:
+        await self.room.local_participant.send_text(text, topic="lk.chat")
+
+    async def leave(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.room.disconnect(), 10)
+
+
 async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
+    """One room's conversation. Never raises: a failure is recorded, and what was typed still counts."""
     tally = RoomTally()
     room = f"load-{index}-{uuid.uuid4().hex[:6]}"
     identity = f"load-user-{index}"
-    user = await TestUser.join(server, room, identity=identity)
     settings = bench_settings(
         livekit_url=server.url,
         livekit_api_key=server.api_key,
@@ -77,35 +100,47 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
         bridge_identity=f"voice-mcp-bridge-{index}",
     )
     transport = LiveKitTransport(settings, worker_start_timeout=WORKER_WAIT)
+    user: ChatUser | None = None
     try:
+        user = await ChatUser.join(server, room, identity)
         await _wait_for_user(transport, identity)
         for n in range(calls):
             utterance = f"room {index} utterance {n} {uuid.uuid4().hex[:8]}"
 
-            async def on_stage(stage: Stage, _detail: str, text: str = utterance) -> None:
+            async def on_stage(stage: Stage, _detail: str, text: str = utterance, who: ChatUser = user) -> None:
                 if stage == Stage.LISTENING and text not in tally.typed:
                     tally.typed.append(text)
-                    await user.room.local_participant.send_text(text, topic="lk.chat")
+                    await who.type(text)
 
             started = time.perf_counter()
             request = ConverseRequest(message=f"Question {n}?", listen=ListenOptions(max_seconds=20, min_seconds=0))
             try:
                 result = await asyncio.wait_for(transport.converse(request, on_stage), CALL_BOUND)
             except (VoiceError, TimeoutError) as exc:
-                tally.errors.append(f"{type(exc).__name__}: {exc}")
+                tally.errors.append(f"call {n}: {type(exc).__name__}: {exc}")
                 continue
             took = (time.perf_counter() - started) * 1000
             tally.totals.append(took)
             tally.overheads.append(took - (result.timings.first_audio_ms or 0.0) - (result.timings.speak_ms or 0.0))
             tally.returned.extend(line for line in result.text.splitlines() if line.strip())
-        # anything typed but still queued is returned by the next call: make that call
-        sweep = await asyncio.wait_for(
-            transport.converse(ConverseRequest(message="That is all.", wait_for_response=False), _nothing), CALL_BOUND
-        )
-        tally.returned.extend(line for line in sweep.text.splitlines() if line.strip())
+        # anything typed but still queued is returned by the next call: make that call (retried after a failure)
+        for attempt in range(3):
+            try:
+                sweep = await asyncio.wait_for(
+                    transport.converse(ConverseRequest(message="That is all.", wait_for_response=False), _nothing),
+                    CALL_BOUND,
+                )
+            except (VoiceError, TimeoutError) as exc:
+                tally.errors.append(f"sweep {attempt}: {type(exc).__name__}: {exc}")
+                continue
+            tally.returned.extend(line for line in sweep.text.splitlines() if line.strip())
+            break
+    except Exception as exc:
+        tally.errors.append(f"room: {type(exc).__name__}: {exc}")
     finally:
         await transport.aclose()
-        await user.leave()
+        if user is not None:
+            await user.leave()
     return tally
 
 
@@ -155,7 +190,7 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
             worker.stop()
         server.stop()
     tallies = [r for r in results if isinstance(r, RoomTally)]
-    failed_rooms = [repr(r) for r in results if isinstance(r, BaseException)]
+    failed_rooms = [f"room: {r!r}" for r in results if isinstance(r, BaseException)]
     typed, lost, duplicated = _count(tallies)
     errors = [e for t in tallies for e in t.errors] + failed_rooms
     shape = f"{rooms} rooms × {calls} calls, {concurrency} rooms at a time, one worker, {rooms} bridges"
