@@ -164,8 +164,8 @@ class LiveKitTransport:
     async def ensure_worker(self, within: float, *, wait_if_dead: bool = True) -> WorkerHandle:
         """A worker in the room that answers, dispatching one if needed; TransportUnavailable after `within` s.
 
-        `wait_if_dead=False`: when every worker in the room is silent (crashed, not yet gone from the room), fail
-        at once instead of waiting for a new one (a dispatch is still made, for the next call)."""
+        `wait_if_dead=False`: when no worker in the room answers (crashed: silent, or gone meanwhile), fail at once
+        instead of waiting for a new one (a dispatch is still made, for the next call)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         room = await self.link.ensure_connected(within)
@@ -185,7 +185,7 @@ class LiveKitTransport:
                     # again after DISPATCH_PATIENCE: a dispatch made while no worker was registered is lost
                     await self._dispatch(max(deadline - loop.time(), 0.5))
                 present = worker_candidates(room)
-                if not wait_if_dead and present and all(p.identity in silent for p in present):
+                if not wait_if_dead and all(p.identity in silent for p in present):  # none left, or none alive
                     self._worker = None
                     raise TransportUnavailable(
                         f"the voice-mcp worker in room '{self.settings.room}' does not answer (it may have crashed); "

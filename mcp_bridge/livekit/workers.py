@@ -14,6 +14,8 @@ from agent.protocol import ATTR_ROLE, RPC_PING, WORKER_IDENTITY_PREFIX, PingCall
 logger = logging.getLogger("voice-mcp.livekit")
 
 PING_TIMEOUT = 3.0
+LEFT_POLL = 0.05
+"""How often a ping checks that the participant it asks is still in the room."""
 DISPATCH_PATIENCE = 15.0
 """A dispatch younger than this may still be starting: do not send another (a duplicate would leave again)."""
 
@@ -61,8 +63,10 @@ class PingResult:
 
 
 async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> PingResult:
-    try:
-        payload = await asyncio.wait_for(
+    """Ask `identity` whether it serves voice-mcp. A participant that leaves the room meanwhile (a crashed worker
+    the server has just noticed) counts as silent at once, not after `within` seconds."""
+    rpc = asyncio.ensure_future(
+        asyncio.wait_for(
             room.local_participant.perform_rpc(
                 destination_identity=identity,
                 method=RPC_PING,
@@ -72,11 +76,21 @@ async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> P
             ),
             timeout=within + 0.5,
         )
+    )
+    try:
+        while not rpc.done():
+            if identity not in room.remote_participants:
+                return PingResult(None, silent=True)
+            await asyncio.wait({rpc}, timeout=LEFT_POLL)
+        payload = rpc.result()
     except TimeoutError:
         return PingResult(None, silent=True)
     except rtc.RpcError as exc:
         logger.debug("worker %s did not answer a ping: %s", identity, exc)
         return PingResult(None, silent=exc.code in _SILENT_CODES)
+    finally:
+        if not rpc.done():
+            rpc.cancel()
     try:
         return PingResult(PingReply.model_validate_json(payload), silent=False)
     except ValueError:
