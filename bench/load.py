@@ -66,7 +66,8 @@ async def _wait_for_user(transport: LiveKitTransport, user: str) -> None:
 
 
 class ChatUser:
-    """A user who only types (`lk.chat`): no microphone track, so the worker's VAD has nothing to chew on."""
+    """A user who only types (`lk.chat`): no microphone track, so the worker's VAD has nothing to chew on. It
+    subscribes to the worker's audio like any frontend (livekit-agents plays nothing until somebody does)."""
 
     def __init__(self, room: rtc.Room) -> None:
         self.room = room
@@ -74,7 +75,7 @@ class ChatUser:
     @classmethod
     async def join(cls, server: ServerProcess, room_name: str, identity: str) -> ChatUser:
         room = rtc.Room()
-        await room.connect(server.url, server.token(identity, room_name), options=rtc.RoomOptions(auto_subscribe=False))
+        await room.connect(server.url, server.token(identity, room_name), options=rtc.RoomOptions(auto_subscribe=True))
         return cls(room)
 
     async def type(self, text: str) -> None:
