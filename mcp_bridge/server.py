@@ -16,7 +16,7 @@ from pydantic import Field
 from agent.config import Settings
 
 from .models import ConverseRequest, ConverseResult, ListenOptions, SpeakOptions, Stage, VoiceError
-from .service import StatusReport, VoiceService
+from .service import MODEL_LOAD_GRACE, StatusReport, VoiceService
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
         try:
             yield
         finally:
-            if warming is not None:
-                warming.cancel()
-            await voice_service.aclose()
+            if warming is not None:  # not cancelled: its thread would go on loading after the loop is gone
+                await asyncio.wait({warming}, timeout=MODEL_LOAD_GRACE)
+            await voice_service.aclose()  # also waits for models still loading on their own threads
 
     server = MCPServer(
         name="voice-mcp",

@@ -162,3 +162,15 @@ class VoiceService:
                     await transport.aclose()
                 except Exception as exc:
                     logger.warning("closing %s transport failed: %s", transport.name, exc)
+        await wait_for_model_loads()
+
+
+MODEL_LOAD_GRACE = 120.0
+"""Seconds shutdown waits for a model still loading (the process must not exit under a native loader)."""
+
+
+async def wait_for_model_loads() -> None:
+    from agent.speech.models import wait_for_loads
+
+    if not await asyncio.to_thread(wait_for_loads, MODEL_LOAD_GRACE):
+        logger.warning("a speech model was still loading after %.0f s; exiting anyway", MODEL_LOAD_GRACE)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from livekit import rtc
 from livekit.agents import stt as lk_stt
@@ -261,10 +261,7 @@ class _Exchange:
             with contextlib.suppress(asyncio.CancelledError):
                 self.speak_task.result()
         finally:
-            if not self.speak_task.done():
-                self.speak_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await self.speak_task
+            await _stop_task(self.speak_task)
             self.speak_ended = time.perf_counter()
 
     async def _play_message(self, message: str) -> None:
@@ -328,18 +325,62 @@ class _Exchange:
         return result
 
     async def _cleanup(self, listen_task: asyncio.Task[Heard] | None) -> None:
-        if listen_task is not None and not listen_task.done():
-            listen_task.cancel()
-            with contextlib.suppress(BaseException):
-                await listen_task
+        """Stop the tasks and close both devices, whatever happens meanwhile.
+
+        Runs shielded: a cancellation that arrives again during cleanup (the client cancels, the session ends) waits
+        for it to finish and is re-raised afterwards. A stream left open while its owner is garbage-collected lets
+        PortAudio call freed memory and kills the process. Every step is bounded, so cleanup cannot hang either."""
+        release = asyncio.ensure_future(self._release(listen_task))
+        cancelled = False
+        while not release.done():
+            try:
+                await asyncio.shield(release)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        release.result()
+
+    async def _release(self, listen_task: asyncio.Task[Heard] | None) -> None:
+        if self.speak_task is not None:
+            await _stop_task(self.speak_task)
+        if listen_task is not None:
+            await _stop_task(listen_task)
         if self.mic is not None:
-            await self.mic.aclose()
+            await _bounded(self.mic.aclose(), "closing the microphone")
         if self.player is not None:
             if not self.player.stopped:  # let the last cue finish (bounded)
-                with contextlib.suppress(Exception):
+                try:
                     async with asyncio.timeout(1.0):
                         await self.player.wait_done()
-            await self.player.aclose()
+                except Exception as exc:
+                    log.debug("the last cue did not finish: %s", exc)
+            await _bounded(self.player.aclose(), "closing the speaker")
+
+
+STOP_TIMEOUT = 5.0
+"""Seconds a cancelled task of the exchange gets to finish (its own cleanup is bounded well within this)."""
+
+
+async def _stop_task(task: asyncio.Task[object]) -> None:
+    """Cancel `task` and wait (bounded) until it has finished; never raises."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved: reported elsewhere or irrelevant once the exchange ends
+        return
+    task.cancel()
+    _, pending = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+    if pending:
+        log.warning("task %s did not stop within %.0f s", task.get_name(), STOP_TIMEOUT)
+    elif not task.cancelled():
+        task.exception()
+
+
+async def _bounded(closing: Awaitable[None], what: str) -> None:
+    try:
+        await closing
+    except Exception as exc:  # a dying device must not keep the other one open
+        log.warning("%s failed: %s", what, exc)
 
 
 def describe_local_devices() -> str:
