@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -16,7 +17,7 @@ from agent.config import Settings
 from agent.speech.health import ProviderStatus
 
 from .exchange_log import ExchangeLog
-from .models import ConverseRequest, ConverseResult, ProgressCallback, no_progress
+from .models import Busy, ConverseRequest, ConverseResult, ProgressCallback, Stage, no_progress
 from .transport import Transport, TransportHealth
 
 if TYPE_CHECKING:
@@ -103,16 +104,40 @@ class VoiceService:
     ) -> ConverseResult:
         started = time.perf_counter()
         try:
-            async with self._lock:  # one conversation at a time: there is one microphone and one user
+            await self._wait_for_turn(progress)
+            try:  # one conversation at a time: there is one microphone and one user
                 chosen, reason = await self.choose(transport)
                 result = await chosen.converse(request, progress)
+            finally:
+                self._lock.release()
         except BaseException as exc:
-            await self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), error=exc)
+            await _shielded(
+                self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), error=exc)
+            )
             raise
         result.transport_reason = result.transport_reason or reason
         result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)
-        await self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), result=result)
+        await _shielded(
+            self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), result=result)
+        )
         return result
+
+    async def _wait_for_turn(self, progress: ProgressCallback) -> None:
+        """Take the one-call-at-a-time lock; a call that must wait says so and waits at most `busy_wait` seconds."""
+        if not self._lock.locked():
+            await self._lock.acquire()
+            return
+        wait = self.settings.busy_wait
+        await progress(Stage.WAITING, f"waiting for the previous call to finish (up to {wait:g} s)")
+        try:
+            async with asyncio.timeout(wait):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise Busy(
+                f"Another converse call has held the microphone and speaker for longer than {wait:g} s",
+                "Calls run one at a time: wait for the previous call to return (or cancel it) and call again. "
+                "VOICE_MCP_BUSY_WAIT sets how long a call waits for its turn.",
+            ) from None
 
     async def status(self) -> StatusReport:
         from agent.speech import check_providers
@@ -163,6 +188,20 @@ class VoiceService:
                 except Exception as exc:
                     logger.warning("closing %s transport failed: %s", transport.name, exc)
         await wait_for_model_loads()
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to the end even if this call is being cancelled (the cancellation is re-raised after it)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
 
 
 MODEL_LOAD_GRACE = 120.0
