@@ -4,8 +4,8 @@ Order of one exchange:
 1. resolve and open the speaker and (when a reply is wanted) the microphone — the microphone first, so a reply
    spoken while the assistant is still talking is captured;
 2. speak the message sentence by sentence through the shared TTS (the first sentence plays while the next is
-   synthesised); speech from the user meanwhile marks the result `interrupted` and, with `barge_in`, silences the
-   assistant at once;
+   synthesised; a sentence too long for one synthesis goes in pieces, see `agent.speech.text_chunks`); speech from
+   the user meanwhile marks the result `interrupted` and, with `barge_in`, silences the assistant at once;
 3. play the "listening" cue and listen until the turn ends (see `endpointing`), play the "done" cue, and return the
    transcript with timings.
 
@@ -22,12 +22,12 @@ from collections.abc import AsyncIterator, Awaitable
 
 from livekit import rtc
 from livekit.agents import stt as lk_stt
-from livekit.agents import tokenize
 from livekit.agents import tts as lk_tts
 from livekit.agents import vad as lk_vad
 
 from agent.config import Settings
 from agent.speech import provider_label
+from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
 from mcp_bridge.models import (
     AudioDeviceError,
     ConverseRequest,
@@ -80,7 +80,6 @@ class LocalTransport:
         self.vad = vad
         self.early_transcription = early_transcription
         self._lock = asyncio.Lock()  # one exchange at a time: there is one microphone and one speaker
-        self._sentences = tokenize.basic.SentenceTokenizer()
         self._tts_variants: dict[tuple[str | None, float | None], lk_tts.TTS] = {}
         self._closing_variants: set[asyncio.Task[None]] = set()
 
@@ -113,8 +112,8 @@ class LocalTransport:
     # --- speaking -----------------------------------------------------------------------------------------------
 
     def sentences(self, text: str) -> list[str]:
-        parts = [s.strip() for s in self._sentences.tokenize(text) if s.strip()]
-        return parts or ([text.strip()] if text.strip() else [])
+        """What one TTS call each speaks: sentences, and pieces of any sentence too long for one synthesis."""
+        return [s.strip() for s in speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False) if s.strip()]
 
     def tts_for(self, speak: SpeakOptions) -> lk_tts.TTS:
         """The shared TTS; for a call that asks for another voice or speed, the configured providers built with it
