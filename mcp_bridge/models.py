@@ -6,6 +6,7 @@ A transport (local loop, LiveKit room) takes a `ConverseRequest` and returns a `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
@@ -98,11 +99,21 @@ class VoiceError(Exception):
     """Base of every error a user may see from voice-mcp. `hint` says what to do."""
 
     code = "voice_error"
+    audio_path: Path | None = None
+    """Where the user's reply (or the part heard before the failure) was saved, if it was."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         self.message = message
         self.hint = hint
         super().__init__(join_sentences(message, hint))
+
+    def with_saved_reply(self, audio_path: Path | None, note: str) -> VoiceError:
+        """The same error, its hint ending with `note` (where the reply went, or why it could not be kept)."""
+        error = copy.copy(self)
+        error.hint = join_sentences(self.hint, note)
+        error.args = (join_sentences(self.message, error.hint),)
+        error.audio_path = audio_path
+        return error
 
 
 def join_sentences(*parts: str) -> str:
@@ -149,10 +160,10 @@ class TranscriptionFailed(ProviderError):
     code = "transcription_failed"
 
     def __init__(self, message: str, hint: str = "", audio_path: Path | None = None) -> None:
-        self.audio_path = audio_path
         if audio_path is not None:
-            hint = f"{hint} The reply was saved to {audio_path}.".strip()
+            hint = join_sentences(hint, f"The reply was saved to {audio_path}")
         super().__init__(message, hint)
+        self.audio_path = audio_path
 
 
 class TransportUnavailable(VoiceError):

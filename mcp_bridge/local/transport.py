@@ -49,6 +49,7 @@ from .endpointing import EndpointConfig, SpeechStarted
 from .listener import Heard, Listener
 from .microphone import Microphone
 from .player import Player
+from .recording import prune_failed_replies
 from .transcriber import Transcriber
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,9 @@ class _Exchange:
 
     async def run(self) -> ConverseResult:
         listening = self.request.wait_for_response
+        await asyncio.to_thread(
+            prune_failed_replies, self.settings.data_dir / "recordings", self.settings.keep_failed_audio_days
+        )
         speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
         mic_device = await asyncio.to_thread(resolve_device, self.settings.input_device, "input") if listening else None
         # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
@@ -225,6 +229,7 @@ class _Exchange:
         return Listener(
             self.mic, self.t.vad, transcriber, config,
             recordings_dir=self.settings.data_dir / "recordings",
+            keep_failed_audio_days=self.settings.keep_failed_audio_days,
             on_speech_started=self._on_speech_started,
             early_transcription=self.t.early_transcription,
         )
