@@ -9,6 +9,7 @@ local servers; it is not a mock of our code. Reusable:
         ...
         server.fail_with = 500          # every audio request now answers 500 (a broken server)
         server.fail_next = 1            # only the next audio request answers 500 (a passing hiccup)
+        server.hold = asyncio.Event()   # transcription requests now wait (a stalled server) until it is set
         server.requests                 # [(method, path), ...] in arrival order
         server.auth_headers             # Authorization headers received
 
@@ -102,6 +103,7 @@ class OpenAICompatibleServer:
     host: str = "127.0.0.1"
     fail_with: int | None = None
     fail_next: int = 0
+    hold: asyncio.Event | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -155,6 +157,8 @@ class OpenAICompatibleServer:
     async def _transcriptions(self, request: web.Request) -> web.Response:
         if self.stt is None:
             raise web.HTTPNotFound()
+        if self.hold is not None:
+            await self.hold.wait()
         form = await request.post()
         upload = form.get("file")
         if not isinstance(upload, web.FileField):
