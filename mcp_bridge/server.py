@@ -186,7 +186,7 @@ def describe_validation(exc: ValidationError) -> str:
         value = repr(error.get("input"))
         shown = value if len(value) <= 40 else value[:37] + "..."
         problems.append(f"{name}: {error['msg']} (got {shown})")
-    return "invalid argument: " + "; ".join(problems)
+    return "; ".join(problems)
 
 
 class VoiceMCPServer(MCPServer):
@@ -208,7 +208,12 @@ class VoiceMCPServer(MCPServer):
                 raise ToolError(str(cause)) from cause
             if isinstance(cause, ValidationError):
                 raise ToolError(f"[invalid_argument] {describe_validation(cause)}. {_ARGUMENT_HINT}") from exc
-            raise
+            tools = [tool.name for tool in await self.list_tools()]
+            if name not in tools:
+                raise ToolError(
+                    f"[invalid_argument] There is no tool {name!r}. The tools are: {', '.join(tools)}."
+                ) from exc
+            raise ToolError(f"[invalid_argument] {exc}") from exc
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -151,32 +152,52 @@ messages = st.one_of(
     st.builds(lambda ch, n: ch * n, st.sampled_from(["a", "é", "word ", ". ", "\U0001f600"]),
               st.integers(MESSAGE_MAX_CHARS - 3, MESSAGE_MAX_CHARS + 3)),
 )
-plausible = {
+valid = {
     "wait_for_response": st.booleans(),
-    "transport": st.sampled_from(["auto", "local", "livekit"]),
-    "listen_duration_max": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
-                                     st.sampled_from([0.0, 1e-9, 600.0, 600.0000001, 1e9])),
-    "listen_duration_min": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
-    "voice": st.one_of(st.none(), st.text(max_size=30)),
-    "speed": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
-    "language": st.one_of(st.none(), st.text(max_size=10)),
+    "transport": st.sampled_from(["auto", "local"]),
+    "listen_duration_max": st.floats(0.001, LISTEN_MAX_SECONDS),
+    "listen_duration_min": st.floats(0.0, LISTEN_MAX_SECONDS),
+    "voice": st.none(),
+    "speed": st.floats(0.26, 4.0),
+    "language": st.sampled_from(["en", "de", None]),
     "chimes": st.one_of(st.none(), st.booleans()),
-    "vad_aggressiveness": st.one_of(st.none(), st.integers(-5, 10)),
+    "vad_aggressiveness": st.integers(0, 3),
     "disable_silence_detection": st.booleans(),
 }
+edgy = {
+    "wait_for_response": st.one_of(st.integers(-1, 2), st.sampled_from(["true", "no", ""])),
+    "transport": st.one_of(st.sampled_from(["livekit", "LOCAL", "", "auto "]), st.text(max_size=12)),
+    "listen_duration_max": st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                                     st.sampled_from([0.0, -0.0, 1e-300, 600.0, 600.0000001, 1e9, 2**63])),
+    "listen_duration_min": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1e-9, 601])),
+    "voice": st.text(max_size=30),
+    "speed": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.25, 4.0000001, 0])),
+    "language": st.text(max_size=10),
+    "chimes": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
+    "vad_aggressiveness": st.one_of(st.integers(-(2**40), 2**40), st.floats(0, 3)),
+    "disable_silence_detection": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
+}
+good_messages = st.one_of(st.text(min_size=1, max_size=200).filter(str.strip), st.sampled_from(["Hello.", "OK?"]))
 
 
 @st.composite
 def converse_arguments(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly calls a client could well make, with some arguments (about one call in three) out of bounds, of the
+    wrong type or unknown, so both the accepted and the rejected paths are exercised."""
     arguments: dict[str, Any] = {}
-    if draw(st.integers(0, 19)):  # now and then no message at all
-        arguments["message"] = draw(st.one_of(messages, json_values) if not draw(st.integers(0, 9)) else messages)
-    for name, strategy in plausible.items():
+    which = draw(st.integers(0, 39))
+    if which:  # now and then no message at all
+        arguments["message"] = draw(good_messages if which > 12 else messages if which > 1 else json_values)
+    for name in valid:
         if draw(st.booleans()):
-            arguments[name] = draw(strategy if draw(st.integers(0, 5)) else json_values)
-    if not draw(st.integers(0, 9)):
+            kind = draw(st.integers(0, 29))
+            arguments[name] = draw(valid[name] if kind > 3 else edgy[name] if kind > 0 else json_values)
+    if not draw(st.integers(0, 14)):
         arguments[draw(st.text(min_size=1, max_size=12))] = draw(json_values)
     return arguments
+
+
+error_codes: Counter[str] = Counter()
 
 
 def check(result: CallToolResult) -> None:
@@ -184,6 +205,7 @@ def check(result: CallToolResult) -> None:
         text = result.content[0].text if result.content else ""
         assert TYPED.match(text), f"untyped failure: {text[:300]!r}"
         assert "Traceback" not in text
+        error_codes[text[1:text.index("]")]] += 1
     else:
         content = result.structured_content or {}
         assert content.get("transport") == "local"
@@ -215,7 +237,7 @@ def test_the_fuzzed_server_still_serves_and_only_bounded_requests_reached_the_tr
     assert not result.is_error, result.content
     assert session.service.stand_in.requests, "no fuzzed call reached the transport: the strategies are too narrow"
     print(f"fuzz: {calls_made['in_memory']} in-memory calls, {len(session.service.stand_in.requests)} reached the "
-          "transport")
+          f"transport, typed errors: {dict(error_codes)}")
 
 
 # --- a few through stdio, to the real server process ---------------------------------------------------------------
