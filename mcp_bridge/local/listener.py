@@ -209,6 +209,8 @@ class Listener:
                 transcript = await early.task
                 early_used = True
             except (SttFailure, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    raise  # this call was cancelled, not only the early run: stop, do not transcribe again
                 log.info("early transcription failed (%s); transcribing again", exc)
         else:
             self._discard_early()
@@ -254,6 +256,11 @@ class Listener:
         if self._early is not None and not self._early.task.done():
             self._early.task.cancel()
         self._early = None
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _consume_exception(task: asyncio.Task[Transcript]) -> None:
