@@ -11,7 +11,6 @@ failure is a typed `[code]` error; a request that reaches the transport is withi
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import re
 import sys
@@ -30,56 +29,16 @@ from mcp.types import CallToolResult
 
 from agent.config import Settings
 from agent.protocol import LISTEN_MAX_SECONDS, MESSAGE_MAX_CHARS
-from mcp_bridge.models import ConverseRequest, ConverseResult, ProgressCallback, Stage, Timings
 from mcp_bridge.server import create_server
-from mcp_bridge.service import VoiceService
-from mcp_bridge.transport import Transport, TransportHealth
 from tests.speech_fixtures import clean_settings
+
+from .stand_in import StandInService
 
 TYPED = re.compile(r"^\[[a-z_]+\] \S")
 CALL_BOUND = 30.0
 EXAMPLES = int(os.environ.get("VOICE_MCP_FUZZ_EXAMPLES", "400"))
 STDIO_EXAMPLES = int(os.environ.get("VOICE_MCP_FUZZ_STDIO_EXAMPLES", "25"))
 calls_made = {"in_memory": 0, "stdio": 0}
-
-
-class StandInTransport:
-    """Takes the place of the local loop: checks the request it gets is within bounds, then 'hears' a reply."""
-
-    name = "local"
-
-    def __init__(self) -> None:
-        self.requests: list[ConverseRequest] = []
-
-    async def health(self) -> TransportHealth:
-        return TransportHealth(name="local", available=True, detail="stand-in")
-
-    async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
-        assert 0 < len(request.message) <= MESSAGE_MAX_CHARS and request.message.strip()
-        listen = request.listen
-        assert math.isfinite(listen.max_seconds) and 0 < listen.max_seconds <= LISTEN_MAX_SECONDS
-        assert 0 <= listen.min_seconds <= listen.max_seconds
-        self.requests.append(request)
-        await progress(Stage.SPEAKING, request.message[:40])
-        if request.wait_for_response:
-            await progress(Stage.LISTENING, "listening")
-        return ConverseResult(
-            text="fine" if request.wait_for_response else "", heard_speech=request.wait_for_response,
-            transport="local", timings=Timings(total_ms=1.0),
-            ended_by="silence" if request.wait_for_response else "not_waiting",
-        )
-
-    async def aclose(self) -> None:
-        pass
-
-
-class StandInService(VoiceService):
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.stand_in = StandInTransport()
-
-    def local_transport(self) -> Transport:
-        return self.stand_in
 
 
 class InMemorySession:
