@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
 from agent.config import Settings
 from agent.speech.health import ProviderStatus
 
+from .cancel_safe import finish
 from .exchange_log import ExchangeLog
 from .models import Busy, ConverseRequest, ConverseResult, ProgressCallback, Stage, no_progress
 from .transport import Transport, TransportHealth
@@ -111,13 +111,13 @@ class VoiceService:
             finally:
                 self._lock.release()
         except BaseException as exc:
-            await _shielded(
+            await finish(
                 self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), error=exc)
             )
             raise
         result.transport_reason = result.transport_reason or reason
         result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)
-        await _shielded(
+        await finish(
             self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), result=result)
         )
         return result
@@ -188,20 +188,6 @@ class VoiceService:
                 except Exception as exc:
                     logger.warning("closing %s transport failed: %s", transport.name, exc)
         await wait_for_model_loads()
-
-
-async def _shielded(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` to the end even if this call is being cancelled (the cancellation is re-raised after it)."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()
 
 
 MODEL_LOAD_GRACE = 120.0

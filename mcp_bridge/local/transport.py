@@ -28,6 +28,7 @@ from livekit.agents import vad as lk_vad
 from agent.config import Settings
 from agent.speech import provider_label
 from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
+from mcp_bridge.cancel_safe import finish
 from mcp_bridge.models import (
     AudioDeviceError,
     ConverseRequest,
@@ -334,16 +335,7 @@ class _Exchange:
         Runs shielded: a cancellation that arrives again during cleanup (the client cancels, the session ends) waits
         for it to finish and is re-raised afterwards. A stream left open while its owner is garbage-collected lets
         PortAudio call freed memory and kills the process. Every step is bounded, so cleanup cannot hang either."""
-        release = asyncio.ensure_future(self._release(listen_task))
-        cancelled = False
-        while not release.done():
-            try:
-                await asyncio.shield(release)
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        release.result()
+        await finish(self._release(listen_task))
 
     async def _release(self, listen_task: asyncio.Task[Heard] | None) -> None:
         if self.speak_task is not None:
