@@ -106,7 +106,7 @@ async def test_cancelling_at_every_stage_closes_the_streams_and_the_next_call_wo
                     held = await no_streams_left(virtual_audio, pid)
                     assert not held, f"streams still open after cancelling while {stage}: {held}"
 
-            stt_server.hold = None
+            stt_server.hold, stt_server.fail_with = None, None
             listening = asyncio.Event()
 
             async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -123,7 +123,7 @@ async def test_cancelling_at_every_stage_closes_the_streams_and_the_next_call_wo
                     "converse", {"message": "Anything else?", "listen_duration_min": 0.5},
                     progress_callback=on_progress,
                 ),
-                BOUND,
+                BOUND * 2,
             )
             await asyncio.wait_for(answering, BOUND)
             assert not result.is_error, result.content
@@ -150,7 +150,7 @@ async def cancel_at(
         if name in reached:
             reached[name].set()
 
-    stt_server.hold = asyncio.Event() if stage == "transcribing" else None
+    stt_server.hold, stt_server.fail_with = (asyncio.Event() if stage == "transcribing" else None), None
     with virtual_audio.record_speaker() as speaker:
         call = asyncio.create_task(
             client.call_tool(
@@ -173,7 +173,8 @@ async def cancel_at(
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
-            if stt_server.hold is not None:
+            if stt_server.hold is not None:  # what the cancelled call asked is answered with an error, at once
+                stt_server.fail_with = 503
                 stt_server.hold.set()
 
 

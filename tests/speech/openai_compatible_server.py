@@ -141,6 +141,8 @@ class OpenAICompatibleServer:
     async def _record(self, request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.auth_headers.append(request.headers.get("Authorization", ""))
+        if self.hold is not None and request.path.endswith("/transcriptions"):
+            await self.hold.wait()  # then answers as configured now (fail_with set meanwhile: that error)
         hiccup = self.fail_next > 0 and request.path.startswith("/v1/audio/")
         if hiccup:
             self.fail_next -= 1
@@ -157,8 +159,6 @@ class OpenAICompatibleServer:
     async def _transcriptions(self, request: web.Request) -> web.Response:
         if self.stt is None:
             raise web.HTTPNotFound()
-        if self.hold is not None:
-            await self.hold.wait()
         form = await request.post()
         upload = form.get("file")
         if not isinstance(upload, web.FileField):
