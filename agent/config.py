@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,6 +37,18 @@ class ConfigError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{variable}: {problem}. Fix: {fix}")
+
+
+LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
+
+
+def _is_livekit_url(value: str) -> bool:
+    try:
+        parsed = urlsplit(value)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return parsed.scheme.lower() in LIVEKIT_URL_SCHEMES and bool(parsed.hostname)
 
 
 def _split_list(value: object) -> object:
@@ -152,6 +165,17 @@ class Settings(BaseSettings):
         description="Days a reply that could not be transcribed is kept as a WAV file (0: none is kept).",
     )
 
+    @field_validator("livekit_url", mode="before")
+    @classmethod
+    def _check_livekit_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None  # LIVEKIT_URL= in a .env means "not set"
+            if not _is_livekit_url(value):
+                raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
+        return value
+
     @field_validator("stt", mode="before")
     @classmethod
     def _parse_stt(cls, value: object) -> object:
@@ -194,10 +218,16 @@ _LIVEKIT_FIELDS = {
     "openai_api_key": "OPENAI_API_KEY",
 }
 
+_FIELD_OF_ALIAS = {
+    alias: field for field, name in _LIVEKIT_FIELDS.items() for alias in (name, ENV_PREFIX + field.upper())
+}
+
 _FIXES = {
     "stt": "set it to a comma-separated list such as 'faster-whisper' or 'http://127.0.0.1:2022/v1,faster-whisper'",
     "tts": "set it to a comma-separated list such as 'piper,espeak' or 'http://127.0.0.1:8880/v1,piper'",
     "listen_min": "make VOICE_MCP_LISTEN_MIN smaller than VOICE_MCP_LISTEN_MAX",
+    "livekit_url": "set LIVEKIT_URL to your server, e.g. wss://my-project.livekit.cloud or ws://127.0.0.1:7880, "
+    "or unset it to use the local loop only",
 }
 
 
@@ -225,6 +255,7 @@ def load_settings(env_file: str | Path | Literal["default"] | None = "default", 
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else ""
+        field = _FIELD_OF_ALIAS.get(field.upper(), field)  # errors name LiveKit's fields by their alias
         message = str(error["msg"]).removeprefix("Value error, ")
         if not field and ":" in message:  # model-level checks name their field before a colon
             field, message = (part.strip() for part in message.split(":", 1))
