@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .protocol import LISTEN_MAX_SECONDS
+
 ENV_PREFIX = "VOICE_MCP_"
 
 STT_KINDS = ("faster-whisper", "openai")
@@ -117,8 +119,12 @@ class Settings(BaseSettings):
     provider_timeout: float = Field(10.0, gt=0, description="Seconds before a provider counts as failed.")
 
     # --- listening -----------------------------------------------------------------------------------------------
-    listen_max: float = Field(120.0, gt=0, description="Default max listen time in seconds.")
-    listen_min: float = Field(2.0, ge=0, description="Default min listen time before silence may end the turn.")
+    listen_max: float = Field(
+        120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False, description="Default max listen time in seconds."
+    )
+    listen_min: float = Field(
+        2.0, ge=0, allow_inf_nan=False, description="Default min listen time before silence may end the turn."
+    )
     silence_ms: int = Field(1000, ge=100, le=10000, description="Silence that ends a turn, in milliseconds.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 = most permissive, 3 = strictest speech detection.")
     audio_cues: bool = True
@@ -126,6 +132,10 @@ class Settings(BaseSettings):
     echo_cancellation: bool = True
     input_device: str | None = None
     output_device: str | None = None
+    busy_wait: float = Field(
+        60.0, gt=0, le=3600, allow_inf_nan=False,
+        description="Seconds a converse call waits for the previous one to finish before failing with [busy].",
+    )
 
     # --- LiveKit -------------------------------------------------------------------------------------------------
     livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL", "VOICE_MCP_LIVEKIT_URL"))
@@ -150,6 +160,10 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voice-mcp"
     )
     exchange_log: bool = Field(True, description="Append every exchange (timings, no audio) to exchanges.jsonl.")
+    keep_failed_audio_days: float = Field(
+        7.0, ge=0, le=3650, allow_inf_nan=False,
+        description="Days a reply that could not be transcribed is kept as a WAV file (0: none is kept).",
+    )
 
     @field_validator("livekit_url", mode="before")
     @classmethod

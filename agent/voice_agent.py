@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable, Coroutine
 
@@ -16,6 +15,7 @@ from livekit.agents.voice.room_io import TextInputEvent
 from .converse_service import ConverseService, SpeakOutcome
 from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason
 from .protocol import Utterance
+from .speech.text_chunks import speech_chunks
 
 logger = logging.getLogger("voice-mcp.worker")
 
@@ -178,24 +178,10 @@ SPEECH_PART_CHARS = 1500
 
 
 def speech_parts(text: str, limit: int = SPEECH_PART_CHARS) -> list[str]:
-    """`text` cut at sentence ends into parts of about `limit` characters (a long sentence stays whole).
+    """`text` cut at sentence ends into parts of at most `limit` characters (a longer sentence at a space).
 
     livekit-agents' transcript synchronizer re-measures the pending text for every word it releases, which is
     quadratic in the length of one `say()`: a 50 kB message would stall the worker's event loop for minutes.
     Parts of a few sentences keep that cost small; joined they are exactly the original words.
     """
-    if len(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    current = ""
-    for sentence in _SENTENCE_END.split(text):
-        if current and len(current) + len(sentence) > limit:
-            parts.append(current)
-            current = ""
-        current += sentence
-    if current.strip():
-        parts.append(current)
-    return parts
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")
+    return speech_chunks(text, limit) or [text]
