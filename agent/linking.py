@@ -86,6 +86,7 @@ class UserLinker:
 
     def _link_any(self) -> None:
         if self.linked is not None:
+            self.audio.set_active(self.linked)
             return
         for participant in self._room.remote_participants.values():
             if is_user(participant, self._bridge_identity):
@@ -120,7 +121,8 @@ class UserLinker:
         if not is_user(participant, self._bridge_identity):
             return
         self._spawn(self.history.send(self._room, participant.identity))
-        if self.linked is None:
+        # RoomIO re-links a device that comes back (a page reconnecting) by itself; the audio must follow
+        if self.linked in (None, participant.identity):
             self._link(participant.identity)
 
     def _on_active(self, participant: rtc.RemoteParticipant) -> None:

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
+import aiohttp
 from livekit import api, rtc
 from livekit.protocol import models
 from pydantic import BaseModel, Field
@@ -250,9 +251,9 @@ class RoomManager:
                 f"the LiveKit RoomService refused: {exc.message} ({exc.code})",
                 "check LIVEKIT_API_KEY/LIVEKIT_API_SECRET (they need room list/create/admin rights)",
             ) from exc
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             raise RoomServiceFailed(
-                f"the LiveKit RoomService at {self.settings.livekit_url} did not answer: {exc!r}",
+                f"the LiveKit RoomService at {self.settings.livekit_url} did not answer ({type(exc).__name__}: {exc})",
                 "check that the LiveKit server is running and LIVEKIT_URL is right",
             ) from exc
         finally:

@@ -126,14 +126,15 @@ async def test_a_second_device_gets_the_history_and_answers_the_next_converse(
         assert worker.info.user_identity == "alice-desktop", "the worker now listens to the device that spoke"
         assert not worker.info.busy and worker.info.queued == 0
 
-        # a third device joining sees both devices' turns
-        late = await Device.join_as(lk_server, lk_room, "alice-tablet")
-        try:
-            await wait_until(lambda: bool(late.histories), 60, "the history on the third device")
-            speakers = [turn["identity"] for turn in late.histories[-1] if turn["role"] == "user"]
-            assert speakers[-2:] == ["alice-phone", "alice-desktop"], late.histories[-1]
-        finally:
-            await late.leave()
+        # the desktop's page reconnects (same identity): it gets both devices' turns and is heard again
+        await desktop.leave()
+        desktop = await Device.join_as(lk_server, lk_room, "alice-desktop")
+        await wait_until(lambda: bool(desktop and desktop.histories), 60, "the history after reconnecting")
+        speakers = [turn["identity"] for turn in desktop.histories[-1] if turn["role"] == "user"]
+        assert speakers[-2:] == ["alice-phone", "alice-desktop"], desktop.histories[-1]
+        again = await synthesize(piper, "Then deploy to production tomorrow morning.")
+        text, _ = await converse(transport, "Anything else?", lambda: desktop.speak(again))
+        assert {"production", "tomorrow"} <= words(text), text
     finally:
         await transport.aclose()
         await phone.leave()
