@@ -126,7 +126,8 @@ async def test_a_second_device_gets_the_history_and_answers_the_next_converse(
         assert worker.info.user_identity == "alice-desktop", "the worker now listens to the device that spoke"
         assert not worker.info.busy and worker.info.queued == 0
 
-        # the desktop's page reconnects (same identity): it gets both devices' turns and is heard again
+        # the phone leaves; the desktop's page reconnects (same identity), gets both devices' turns, is heard again
+        await phone.leave()
         await desktop.leave()
         desktop = await Device.join_as(lk_server, lk_room, "alice-desktop")
         await wait_until(lambda: bool(desktop and desktop.histories), 60, "the history after reconnecting")
