@@ -26,11 +26,10 @@ from livekit.agents.voice.io import AudioInput
 logger = logging.getLogger("voice-mcp.worker")
 
 SAMPLE_RATE = 24000
-FRAME_MS = 10  # the echo/gain processor (APM) takes 10 ms frames
-CHUNK_FRAMES = 5  # the session gets 50 ms frames, as from RoomIO
+FRAME_MS = 50  # as RoomIO's input: 24 kHz mono in 50 ms frames, gain control (APM) on each
 SPEECH_LEVEL_DBFS = -42.0
 SPEECH_FRAMES = 3
-"""Consecutive loud 50 ms chunks (150 ms) that count as a device starting to speak."""
+"""Consecutive loud 50 ms frames (150 ms) that count as a device starting to speak."""
 PRE_ROLL_SECONDS = 0.6
 QUEUE_LIMIT = 400
 """Chunks (20 s) held for a session that is not reading; older ones are dropped with a warning."""
@@ -49,7 +48,7 @@ class _Device:
         self.track_sid = track.sid
         self.stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=FRAME_MS)
         self.apm = rtc.AudioProcessingModule(auto_gain_control=True)
-        self.pre_roll: deque[rtc.AudioFrame] = deque(maxlen=round(PRE_ROLL_SECONDS * 1000 / (FRAME_MS * CHUNK_FRAMES)))
+        self.pre_roll: deque[rtc.AudioFrame] = deque(maxlen=round(PRE_ROLL_SECONDS * 1000 / FRAME_MS))
         self.loud_chunks = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -156,20 +155,14 @@ class DeviceAudioInput(AudioInput):
         closing.add_done_callback(self._closing.discard)
 
     async def _read(self, device: _Device) -> None:
-        pending: list[rtc.AudioFrame] = []
         async for event in device.stream:
             frame = event.frame
             with contextlib.suppress(Exception):
                 device.apm.process_stream(frame)
-            pending.append(frame)
-            if len(pending) < CHUNK_FRAMES:
-                continue
-            chunk = rtc.combine_audio_frames(pending)
-            pending = []
             if device.identity == self._active:
-                self._push(chunk)
-                continue
-            self._watch(device, chunk)
+                self._push(frame)
+            else:
+                self._watch(device, frame)
 
     def _watch(self, device: _Device, chunk: rtc.AudioFrame) -> None:
         if self._quiet():

@@ -72,7 +72,12 @@ async def converse(transport: LiveKitTransport, message: str, answer: Callable[[
     call = asyncio.create_task(
         transport.converse(ConverseRequest(message=message, listen=ListenOptions(max_seconds=120)), listening)
     )
-    await asyncio.wait_for(listening.event.wait(), 180)
+    listening_task = asyncio.create_task(listening.event.wait())
+    await asyncio.wait({call, listening_task}, timeout=180, return_when=asyncio.FIRST_COMPLETED)
+    listening_task.cancel()
+    if call.done():  # it ended without listening: fail with its own error or result
+        raise AssertionError(f"converse ended before listening: {call.result()!r}")
+    assert listening.event.is_set(), "the worker did not start listening within 180 s"
     await answer()
     result = await asyncio.wait_for(call, 180)
     assert result.transport == "livekit" and result.heard_speech
