@@ -43,10 +43,10 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 
 class _Device:
-    def __init__(self, identity: str, track: rtc.RemoteAudioTrack) -> None:
+    def __init__(self, identity: str, track_sid: str = "", stream: rtc.AudioStream | None = None) -> None:
         self.identity = identity
-        self.track_sid = track.sid
-        self.stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=FRAME_MS)
+        self.track_sid = track_sid
+        self.stream = stream
         self.apm = rtc.AudioProcessingModule(auto_gain_control=True)
         self.pre_roll: deque[rtc.AudioFrame] = deque(maxlen=round(PRE_ROLL_SECONDS * 1000 / FRAME_MS))
         self.loud_chunks = 0
@@ -129,7 +129,8 @@ class DeviceAudioInput(AudioInput):
         old = self._devices.pop(participant.identity, None)
         if old is not None:
             self._stop(old)
-        device = _Device(participant.identity, track)
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=FRAME_MS)
+        device = _Device(participant.identity, track.sid, stream)
         device.task = asyncio.get_running_loop().create_task(
             self._read(device), name=f"voice-mcp.device.{device.identity}"
         )
@@ -150,19 +151,27 @@ class DeviceAudioInput(AudioInput):
     def _stop(self, device: _Device) -> None:
         if device.task is not None:
             device.task.cancel()
-        closing = asyncio.get_running_loop().create_task(device.stream.aclose())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        if device.stream is not None:
+            closing = asyncio.get_running_loop().create_task(device.stream.aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def _read(self, device: _Device) -> None:
+        assert device.stream is not None
         async for event in device.stream:
-            frame = event.frame
-            with contextlib.suppress(Exception):
-                device.apm.process_stream(frame)
-            if device.identity == self._active:
-                self._push(frame)
-            else:
-                self._watch(device, frame)
+            self.frame_arrived(device.identity, event.frame)
+
+    def frame_arrived(self, identity: str, frame: rtc.AudioFrame) -> None:
+        """One 50 ms frame from a device's microphone: to the session if it is the active one, else watched."""
+        device = self._devices.get(identity)
+        if device is None:
+            device = self._devices[identity] = _Device(identity)
+        with contextlib.suppress(Exception):
+            device.apm.process_stream(frame)
+        if identity == self._active:
+            self._push(frame)
+        else:
+            self._watch(device, frame)
 
     def _watch(self, device: _Device, chunk: rtc.AudioFrame) -> None:
         if self._quiet():
@@ -194,6 +203,7 @@ class DeviceAudioInput(AudioInput):
         for device in list(self._devices.values()):
             if device.task is not None:
                 device.task.cancel()
-            with contextlib.suppress(Exception):
-                await device.stream.aclose()
+            if device.stream is not None:
+                with contextlib.suppress(Exception):
+                    await device.stream.aclose()
         self._devices.clear()
