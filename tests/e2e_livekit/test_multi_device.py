@@ -73,13 +73,13 @@ async def converse(transport: LiveKitTransport, message: str, answer: Callable[[
         transport.converse(ConverseRequest(message=message, listen=ListenOptions(max_seconds=120)), listening)
     )
     listening_task = asyncio.create_task(listening.event.wait())
-    await asyncio.wait({call, listening_task}, timeout=180, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({call, listening_task}, timeout=300, return_when=asyncio.FIRST_COMPLETED)
     listening_task.cancel()
     if call.done():  # it ended without listening: fail with its own error or result
         raise AssertionError(f"converse ended before listening: {call.result()!r}")
-    assert listening.event.is_set(), "the worker did not start listening within 180 s"
+    assert listening.event.is_set(), "the worker did not start listening within 300 s"
     await answer()
-    result = await asyncio.wait_for(call, 180)
+    result = await asyncio.wait_for(call, 300)
     assert result.transport == "livekit" and result.heard_speech
     return result.text, result.earlier
 
@@ -93,9 +93,9 @@ async def test_a_second_device_gets_the_history_and_answers_the_next_converse(
 ) -> None:
     phone = await Device.join_as(lk_server, lk_room, "alice-phone")
     desktop: Device | None = None
-    transport = LiveKitTransport(lk_settings(livekit_timeout=30.0), worker_start_timeout=120)
+    transport = LiveKitTransport(lk_settings(livekit_timeout=30.0), worker_start_timeout=300)
     try:
-        worker = await transport.ensure_worker(120)
+        worker = await transport.ensure_worker(300)
         for _ in range(300):
             if worker.info.user_identity == "alice-phone":
                 break

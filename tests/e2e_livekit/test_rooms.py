@@ -69,7 +69,7 @@ async def test_list_status_and_close_rooms(
         async with Client(create_server(settings, service, prewarm=False), read_timeout_seconds=300) as client:
             transport = service.livekit_transport()
             assert transport is not None
-            worker = await transport.ensure_worker(120)
+            worker = await transport.ensure_worker(300)
             await wait_until(lambda: "alice" in transport.link.room.remote_participants, 30, "alice seen")  # type: ignore[union-attr]
 
             listing = content(await client.call_tool("list_rooms", {}))
