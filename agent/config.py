@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     livekit_timeout: float = Field(5.0, gt=0, description="Seconds to wait for LiveKit and a worker before fallback.")
     bridge_identity: str = Field("voice-mcp-bridge", description="Identity the bridge joins the room as.")
     worker_port: int = Field(8081, ge=0, le=65535, description="Worker health-check HTTP port (0: any free port).")
+    room_idle_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds without a human participant after which the bridge deletes a room other than the "
+        "persistent one (0: never).",
+    )
     llm_model: str | None = Field(
         None, description="Worker LLM (OpenAI-compatible) that answers the user while no converse call waits."
     )
