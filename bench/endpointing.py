@@ -52,17 +52,17 @@ MAX_TURN_SILENCE_MS = 3000
 
 PAUSE_REPLIES: list[tuple[str, str]] = [
     ("We could move it to, um,", "Thursday afternoon instead."),
-    ("I think the best option is, uh,", "the second one on the list."),
-    ("Let me see, the file I want is, um,", "the configuration file."),
-    ("Maybe we should, hmm,", "wait until tomorrow morning."),
-    ("Put the meeting on, uh,", "Friday after lunch."),
     ("We could move it to", "Thursday afternoon instead."),
+    ("I think the best option is, uh,", "the second one on the list."),
     ("The port number should be", "eight thousand and eighty."),
+    ("Let me see, the file I want is, um,", "the configuration file."),
     ("Send the report to", "the whole team before noon."),
+    ("Maybe we should, hmm,", "wait until tomorrow morning."),
     ("Please rename the folder to", "old projects."),
+    ("Put the meeting on, uh,", "Friday after lunch."),
     ("I would rather keep", "the current name for now."),
 ]
-"""(before the pause, after it). The first half say "um"/"uh"/"hmm" before the pause."""
+"""(before the pause, after it). Every other one says "um"/"uh"/"hmm" before the pause."""
 FILLERS = ("um", "uh", "hmm")
 PAUSES = (0.8, 1.2, 1.5, 2.0)
 """Seconds of silence between the two parts (from the last voiced sample to the next)."""
