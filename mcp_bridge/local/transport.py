@@ -273,7 +273,6 @@ class _Exchange:
         message = self.request.message.strip()
         if message:  # the first sentence is synthesised while the devices open
             self._synthesis = asyncio.create_task(self._synthesize(message), name="voice-mcp-tts")
-        turn_model = self.t.turn_model() if listening else None
         speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
         mic_device = await asyncio.to_thread(resolve_device, self.settings.input_device, "input") if listening else None
         # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
@@ -287,7 +286,7 @@ class _Exchange:
             if self.mic is not None:
                 await self.mic.start()  # before speaking: a reply spoken over the message is not lost
             await self.player.start()
-            listener = self._listener(turn_model) if self.mic is not None else None
+            listener = self._listener(self.t.turn_model()) if self.mic is not None else None
             if listener is not None:
                 listen_task = asyncio.create_task(listener.run(), name="voice-mcp-listen")
             await self._speak(listen_task)

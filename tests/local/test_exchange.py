@@ -154,13 +154,16 @@ async def test_headphones_without_barge_in_the_message_finishes_and_the_overlapp
     reply = await speak_pcm(REPLY)
     message_seconds = voiced_seconds(await speak_pcm(LONG_MESSAGE))
     request = ConverseRequest(message=LONG_MESSAGE, listen=ListenOptions(max_seconds=30, silence_ms=800))
-    with virtual_audio.record_speaker() as speaker:
-        task = asyncio.create_task(converse(transport, request, progress))
-        assert await asyncio.to_thread(speaker.wait_for_sound, 60.0)
-        await asyncio.sleep(3.0)
-        await asyncio.to_thread(virtual_audio.play_into_mic, reply)
-        result = await asyncio.wait_for(task, timeout=BOUND)
-        played = speaker.stop()
+    try:
+        with virtual_audio.record_speaker() as speaker:
+            task = asyncio.create_task(converse(transport, request, progress))
+            assert await asyncio.to_thread(speaker.wait_for_sound, 60.0)
+            await asyncio.sleep(3.0)
+            await asyncio.to_thread(virtual_audio.play_into_mic, reply)
+            result = await asyncio.wait_for(task, timeout=BOUND)
+            played = speaker.stop()
+    finally:
+        await transport.aclose()
 
     assert result.interrupted and result.heard_speech
     assert wer(REPLY, result.text) <= 0.15, result.text
