@@ -7,13 +7,13 @@ the assistant does not interrupt itself.
 
 Headphones: with no echo path, WebRTC's canceller still damps the microphone strongly for the first seconds of
 playback, so a user talking over the assistant is heard late or not at all. So the canceller also watches whether
-there is an echo path at all (`EchoPath`): while the assistant speaks, it compares the loudness envelope of what
-goes to the speaker with that of the raw microphone over delays of 0–0.5 s. A microphone that follows the speaker
-(correlation ≥ 0.5) has an echo path: the cancelled signal is used, as before. A microphone that has not followed
-one second of the assistant's speech (correlation < 0.3, or silent) has none: from then on the microphone signal is
-processed without echo cancellation (noise suppression and high-pass filter only), and the user can interrupt at
-once. Until the verdict, and whenever an echo path shows up later, the cancelled signal is used: the assistant's
-own voice never reaches the voice activity detector uncancelled through a loudspeaker.
+there is an echo path at all (`EchoPath`), from the loudness of what goes to the speaker and of the raw microphone
+(on PortAudio's stream clock). Once the assistant has spoken for a second, a raw microphone that stayed quiet
+meanwhile (and did not follow the speaker) has no echo path: from then on its signal skips the echo canceller
+(noise suppression and the high-pass filter stay), and the user can interrupt at once. A microphone that hears
+anything else while the assistant speaks keeps the cancelled signal — before the verdict, when it follows the
+speaker (loudspeakers), and when it is ambiguous — so the assistant's own voice never reaches the voice activity
+detector uncancelled; an echo path that shows up later switches the cancelled signal back on.
 
 Both methods are called from PortAudio's callback threads, as LiveKit's own console does.
 """
@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from livekit import rtc
@@ -43,25 +43,26 @@ MAX_LAG = 0.5
 """Largest speaker → microphone delay looked for (output buffer + room + input buffer)."""
 LOUD_RENDER = 300.0
 """int16 RMS of a speaker bin that counts as the assistant speaking."""
-QUIET_CAPTURE = 60.0
-"""int16 RMS below which the raw microphone is silent (nothing reaches it)."""
+QUIET_CAPTURE = 150.0
+"""int16 RMS (about -47 dBFS) below which the raw microphone counts as hearing nothing of the assistant."""
 
 
 class EchoPath:
     """Is there an acoustic path from the speaker to the microphone? Loudness envelopes of both, compared.
 
-    `render(rms)` and `capture(rms)` are fed per 10 ms from the two audio threads; `verdict` is "unknown" until the
-    assistant has spoken for `decide_after` seconds, then "none" or "echo" ("echo" is final; "none" turns into
-    "echo" if the microphone starts following the speaker later).
+    `render(rms, at)` and `capture(rms, at)` are fed per 10 ms from the two audio threads (`at`: when that audio
+    leaves the speaker / reached the microphone, on one clock; arrival time when not known); `verdict` is
+    "unknown" until the assistant has spoken for `decide_after` seconds. Then "none" if the raw microphone stayed
+    quiet and did not follow the speaker; "echo" when it follows the speaker (final); otherwise still "unknown".
+    "none" turns into "echo" if the microphone starts following the speaker later.
     """
 
-    def __init__(self, *, decide_after: float = 1.0, echo_corr: float = 0.5, none_corr: float = 0.3) -> None:
+    def __init__(self, *, decide_after: float = 1.0, echo_corr: float = 0.5) -> None:
         self._lock = threading.Lock()
         self._render: collections.deque[tuple[float, float]] = collections.deque()
         self._capture: collections.deque[tuple[float, float]] = collections.deque()
         self._decide_after = decide_after
         self._echo_corr = echo_corr
-        self._none_corr = none_corr
         self._next_check = 0.0
         self.verdict: Verdict = "unknown"
         self.correlation: float | None = None
@@ -112,16 +113,23 @@ class EchoPath:
                 continue
             best = max(best, float(np.corrcoef(reference, heard)[0, 1]))
         self.correlation = best
-        if best >= self._echo_corr and heard.max() >= QUIET_CAPTURE:
+        if best >= self._echo_corr and float(np.percentile(heard, 90)) >= QUIET_CAPTURE:
             if self.verdict != "echo":
                 log.info("echo path found (speaker → microphone correlation %.2f): echo cancellation stays on", best)
             self.verdict = "echo"
-        elif self.verdict == "unknown" and (best < self._none_corr or heard.max() < QUIET_CAPTURE):
-            log.info(
-                "no echo path (correlation %.2f): the microphone is not echo-cancelled, so the user can interrupt",
-                best,
-            )
+        elif self.verdict == "unknown" and best < self._echo_corr and float(np.percentile(heard, 90)) < QUIET_CAPTURE:
+            log.info("no echo path (the microphone stayed quiet while the assistant spoke): not echo-cancelled, so the "
+                     "user can interrupt at once")
             self.verdict = "none"
+
+
+def stream_time(times: Any, name: str) -> float | None:
+    """A PortAudio stream time from a callback's `times` (one clock for input and output), None if not given."""
+    try:
+        value = float(getattr(times, name))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if value > 0 else None
 
 
 def _rms(frame: rtc.AudioFrame) -> float:
@@ -160,14 +168,14 @@ class EchoCanceller:
     def set_output_delay(self, seconds: float) -> None:
         self._output_delay = max(0.0, seconds)
 
-    def process_capture(self, frame: rtc.AudioFrame) -> None:
-        """Clean one 10 ms microphone frame in place."""
+    def process_capture(self, frame: rtc.AudioFrame, at: float | None = None) -> None:
+        """Clean one 10 ms microphone frame in place (`at`: when it was captured, on PortAudio's stream clock)."""
         if self._plain is None:
             self._process(self._apm.process_stream, frame)
             return
         raw = rtc.AudioFrame(bytearray(frame.data.tobytes()), frame.sample_rate, frame.num_channels,
                              frame.samples_per_channel)
-        verdict = self.echo_path.capture(_rms(raw))
+        verdict = self.echo_path.capture(_rms(raw), at)
         try:  # the delay hint often fails to apply; WebRTC's own delay estimator copes without it
             self._apm.set_stream_delay_ms(int((self._input_delay + self._output_delay) * 1000))
         except RuntimeError:
@@ -177,10 +185,11 @@ class EchoCanceller:
         if verdict == "none":
             frame.data[:] = raw.data
 
-    def process_render(self, frame: rtc.AudioFrame) -> None:
-        """Tell the echo canceller about one 10 ms frame that is going out to the speaker."""
+    def process_render(self, frame: rtc.AudioFrame, at: float | None = None) -> None:
+        """Tell the echo canceller about one 10 ms frame that is going out to the speaker (`at`: when it reaches
+        the speaker, on PortAudio's stream clock)."""
         if self.echo_cancellation:
-            self.echo_path.render(_rms(frame))
+            self.echo_path.render(_rms(frame), at)
             self._process(self._apm.process_reverse_stream, frame)
 
     def _process(self, method: Callable[[rtc.AudioFrame], None], frame: rtc.AudioFrame) -> None:

@@ -42,11 +42,12 @@ def test_a_silent_microphone_during_speech_has_no_echo_path() -> None:
     assert verdicts[50] == "unknown"  # no verdict before the assistant has spoken for a second
 
 
-def test_a_user_talking_over_headphones_is_not_taken_for_echo() -> None:
+def test_a_microphone_that_hears_something_else_stays_cancelled() -> None:
+    """A user talking from the start, or a loudspeaker echo whose timing is blurred: the cancelled signal is kept."""
     render = speech_envelope(3.0, 3)
     user = speech_envelope(3.0, 4) * 0.8  # speaks at the same time, independently
     verdicts = run(EchoPath(), render, user)
-    assert verdicts[-1] == "none"
+    assert set(verdicts) == {"unknown"}
 
 
 def test_an_echo_path_that_appears_later_wins() -> None:
