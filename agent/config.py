@@ -1,9 +1,10 @@
 """The one place where voice-mcp reads its configuration.
 
-Settings come from the environment and from a `.env` file in the working directory (python-dotenv, through
-pydantic-settings). Every voice-mcp variable is prefixed `VOICE_MCP_`; LiveKit's own variables keep LiveKit's
-standard names (`LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`) so one `.env` serves the worker, the bridge
-and LiveKit's CLI alike.
+Settings come from the environment and from `.env` files (python-dotenv, through pydantic-settings): first
+`~/.config/voice-mcp/.env` (`$XDG_CONFIG_HOME`), which serves an MCP client that starts us in any directory, then
+`.env` in the working directory, whose values win. The environment wins over both. Every voice-mcp variable is
+prefixed `VOICE_MCP_`; LiveKit's own variables keep LiveKit's standard names (`LIVEKIT_URL`, `LIVEKIT_API_KEY`,
+`LIVEKIT_API_SECRET`) so one `.env` serves the worker, the bridge and LiveKit's CLI alike.
 
 Nothing is read at import time: call `load_settings()` where the settings are needed, and pass the result on.
 """
@@ -14,9 +15,12 @@ import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .protocol import LISTEN_MAX_SECONDS
 
 ENV_PREFIX = "VOICE_MCP_"
 
@@ -33,6 +37,18 @@ class ConfigError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{variable}: {problem}. Fix: {fix}")
+
+
+LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
+
+
+def _is_livekit_url(value: str) -> bool:
+    try:
+        parsed = urlsplit(value)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return parsed.scheme.lower() in LIVEKIT_URL_SCHEMES and bool(parsed.hostname)
 
 
 def _split_list(value: object) -> object:
@@ -103,8 +119,12 @@ class Settings(BaseSettings):
     provider_timeout: float = Field(10.0, gt=0, description="Seconds before a provider counts as failed.")
 
     # --- listening -----------------------------------------------------------------------------------------------
-    listen_max: float = Field(120.0, gt=0, description="Default max listen time in seconds.")
-    listen_min: float = Field(2.0, ge=0, description="Default min listen time before silence may end the turn.")
+    listen_max: float = Field(
+        120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False, description="Default max listen time in seconds."
+    )
+    listen_min: float = Field(
+        2.0, ge=0, allow_inf_nan=False, description="Default min listen time before silence may end the turn."
+    )
     silence_ms: int = Field(1000, ge=100, le=10000, description="Silence that ends a turn, in milliseconds.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 = most permissive, 3 = strictest speech detection.")
     turn_detection: Literal["model", "silence"] = Field(
@@ -124,6 +144,10 @@ class Settings(BaseSettings):
     echo_cancellation: bool = True
     input_device: str | None = None
     output_device: str | None = None
+    busy_wait: float = Field(
+        60.0, gt=0, le=3600, allow_inf_nan=False,
+        description="Seconds a converse call waits for the previous one to finish before failing with [busy].",
+    )
 
     # --- LiveKit -------------------------------------------------------------------------------------------------
     livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL", "VOICE_MCP_LIVEKIT_URL"))
@@ -148,6 +172,21 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voice-mcp"
     )
     exchange_log: bool = Field(True, description="Append every exchange (timings, no audio) to exchanges.jsonl.")
+    keep_failed_audio_days: float = Field(
+        7.0, ge=0, le=3650, allow_inf_nan=False,
+        description="Days a reply that could not be transcribed is kept as a WAV file (0: none is kept).",
+    )
+
+    @field_validator("livekit_url", mode="before")
+    @classmethod
+    def _check_livekit_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None  # LIVEKIT_URL= in a .env means "not set"
+            if not _is_livekit_url(value):
+                raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
+        return value
 
     @field_validator("stt", mode="before")
     @classmethod
@@ -191,10 +230,16 @@ _LIVEKIT_FIELDS = {
     "openai_api_key": "OPENAI_API_KEY",
 }
 
+_FIELD_OF_ALIAS = {
+    alias: field for field, name in _LIVEKIT_FIELDS.items() for alias in (name, ENV_PREFIX + field.upper())
+}
+
 _FIXES = {
     "stt": "set it to a comma-separated list such as 'faster-whisper' or 'http://127.0.0.1:2022/v1,faster-whisper'",
     "tts": "set it to a comma-separated list such as 'piper,espeak' or 'http://127.0.0.1:8880/v1,piper'",
     "listen_min": "make VOICE_MCP_LISTEN_MIN smaller than VOICE_MCP_LISTEN_MAX",
+    "livekit_url": "set LIVEKIT_URL to your server, e.g. wss://my-project.livekit.cloud or ws://127.0.0.1:7880, "
+    "or unset it to use the local loop only",
 }
 
 
@@ -202,13 +247,27 @@ def variable_name(field: str) -> str:
     return _LIVEKIT_FIELDS.get(field, ENV_PREFIX + field.upper())
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
-    """Read the settings, raising `ConfigError` (naming the variable and the fix) when they cannot work."""
+def user_env_file() -> Path:
+    """The user's own settings file, read wherever voice-mcp is started from."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "voice-mcp" / ".env"
+
+
+def default_env_files() -> list[Path]:
+    """The `.env` files that exist, in the order they are read (a later file's values win)."""
+    return [path for path in (user_env_file(), Path(".env")) if path.is_file()]
+
+
+def load_settings(env_file: str | Path | Literal["default"] | None = "default", **overrides: object) -> Settings:
+    """Read the settings, raising `ConfigError` (naming the variable and the fix) when they cannot work.
+
+    `env_file`: "default" reads `default_env_files()`; a path reads that file only; None reads no file."""
+    files = default_env_files() if env_file == "default" else env_file
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=files, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else ""
+        field = _FIELD_OF_ALIAS.get(field.upper(), field)  # errors name LiveKit's fields by their alias
         message = str(error["msg"]).removeprefix("Value error, ")
         if not field and ":" in message:  # model-level checks name their field before a colon
             field, message = (part.strip() for part in message.split(":", 1))

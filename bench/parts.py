@@ -66,6 +66,20 @@ async def _capacity(ctx: Context) -> list[Measurement]:
     return await run_capacity(ctx.speech, max_rooms=ctx.n(32, 2), seconds=ctx.n(20.0, 6.0), out=ctx.out)
 
 
+async def _fallback(ctx: Context) -> list[Measurement]:
+    from .fallback import run_fallback
+
+    return await run_fallback(iterations=ctx.n(5, 1), out=ctx.out)
+
+
+async def _load(ctx: Context) -> list[Measurement]:
+    from .load import run_load
+
+    return await run_load(
+        rooms=ctx.n(20, 2), calls=ctx.n(50, 5), concurrency=ctx.n(4, 2), out=ctx.out
+    )
+
+
 PARTS: list[Part] = [
     Part("rtf", "(d) STT and TTS real-time factors", _rtf),
     Part(
@@ -81,4 +95,8 @@ PARTS: list[Part] = [
         _capacity,
         needs_netns=True,
     ),
+    Part("fallback", "auto's decision after the worker is killed (room state, not a timeout)", _fallback,
+         needs_netns=True),
+    Part("load", "rooms × converse calls through one worker: lost/duplicated turns, protocol overhead", _load,
+         needs_netns=True),
 ]

@@ -101,13 +101,17 @@ async def _converse(settings: Settings, args: argparse.Namespace) -> int:
     from .server import build_request
     from .service import VoiceService
 
-    request = build_request(
-        settings,
-        message=args.message,
-        wait_for_response=not args.no_wait,
-        listen_duration_max=args.listen_max,
-        listen_duration_min=args.listen_min,
-    )
+    try:
+        request = build_request(
+            settings,
+            message=args.message,
+            wait_for_response=not args.no_wait,
+            listen_duration_max=args.listen_max,
+            listen_duration_min=args.listen_min,
+        )
+    except VoiceError as exc:
+        print(f"voice-mcp: [{exc.code}] {exc}", file=sys.stderr)
+        return EXIT_FAILED
     service = VoiceService(settings)
 
     async def progress(stage: Stage, text: str) -> None:
@@ -116,7 +120,7 @@ async def _converse(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = await service.converse(request, args.transport, progress)
     except VoiceError as exc:
-        print(f"voice-mcp: {exc}", file=sys.stderr)
+        print(f"voice-mcp: [{exc.code}] {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await service.aclose()

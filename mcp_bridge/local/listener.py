@@ -9,7 +9,8 @@ Early transcription: when the user pauses, the speech so far is transcribed at o
 and the turn ends, that transcript is the answer and the user waits only for the end of the turn; if they go
 on, it is discarded. One early transcription runs at a time; a pause that comes while one runs is remembered (the
 newest only) and transcribed as soon as the running one finishes. If STT fails, the reply is saved as a WAV file
-and `TranscriptionFailed` names it.
+and `TranscriptionFailed` names it; if the microphone dies in the middle of a reply, what was heard so far is
+saved and the device error names the file (see `recording` for where, and for how long such files are kept).
 
 End-of-turn model: with a `turn_model` (a future that resolves to a loaded `agent.speech.turn_model.TurnModel`,
 or to None when it could not load), every pause also asks the model whether the user is done, on the turn's audio
@@ -38,7 +39,7 @@ from mcp_bridge.models import ProviderError, TranscriptionFailed, VoiceError
 
 from .endpointing import EndpointConfig, Endpointer, Event, Pause, Resumed, SpeechStarted, TurnEnded
 from .microphone import Microphone
-from .recording import Recording, save_wav
+from .recording import Recording, save_failed_reply
 from .transcriber import SttFailure, Transcriber, Transcript
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Listener:
         config: EndpointConfig,
         *,
         recordings_dir: Path,
+        keep_failed_audio_days: float = 7.0,
         on_speech_started: Callable[[SpeechStarted], None] | None = None,
         early_transcription: bool = True,
         turn_model: asyncio.Future[TurnModel | None] | None = None,
@@ -90,6 +92,7 @@ class Listener:
         self._transcriber = transcriber
         self._endpointer = Endpointer(config)
         self._recordings_dir = recordings_dir
+        self._keep_days = keep_failed_audio_days
         self._on_speech_started = on_speech_started
         self._early_enabled = early_transcription
         self._preroll = preroll
@@ -131,7 +134,7 @@ class Listener:
             done, _ = await asyncio.wait({feeder, detector, ended}, return_when=asyncio.FIRST_COMPLETED)
             for task in (feeder, detector):
                 if task in done and task.exception() is not None:
-                    raise _as_voice_error(task.exception())
+                    raise await self._salvage_heard(_as_voice_error(task.exception()))
             if ended not in done:
                 raise ProviderError("Voice activity detection stopped unexpectedly.", "Try again.")
         finally:
@@ -277,6 +280,8 @@ class Listener:
                 transcript = await early.task
                 early_used = True
             except (SttFailure, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    raise  # this call was cancelled, not only the early run: stop, do not transcribe again
                 log.info("early transcription failed (%s); transcribing again", exc)
         else:
             self._discard_early()
@@ -284,12 +289,11 @@ class Listener:
             try:
                 transcript = await self._transcriber.transcribe(samples, rate)
             except SttFailure as exc:
-                path = save_wav(samples, rate, self._recordings_dir)
-                raise TranscriptionFailed(
+                failed = TranscriptionFailed(
                     "Your reply was recorded but could not be transcribed.",
                     f"{exc}. Check the STT provider (VOICE_MCP_STT).",
-                    audio_path=path,
-                ) from None
+                )
+                raise await self._salvage(failed, samples, rate) from None
         return Heard(
             heard_speech=True, text=transcript.text, ended_by=ep.ended.reason, barge_in=self._barge_in,
             listen_started=self._listen_started_wall, speech_ended=speech_end_wall, turn_ended=turn_end_wall,
@@ -297,11 +301,38 @@ class Listener:
             audio_seconds=transcript.audio_seconds, model_decisions=list(self._model_decisions),
         )
 
+    async def _salvage_heard(self, error: BaseException) -> BaseException:
+        """`error`, naming the file that keeps what the user had said so far (if they had started speaking)."""
+        recording, onset = self._recording, self._endpointer.onset
+        if not isinstance(error, VoiceError) or recording is None or onset is None:
+            return error
+        samples = recording.clip(max(0.0, onset - self._preroll), recording.end_time)
+        return await self._salvage(error, samples, recording.sample_rate, partial=True)
+
+    async def _salvage(
+        self, error: VoiceError, samples: np.ndarray, rate: int, *, partial: bool = False
+    ) -> VoiceError:
+        what = "What you had said so far" if partial else "The reply"
+        try:
+            path = await asyncio.to_thread(
+                save_failed_reply, samples, rate, self._recordings_dir, self._keep_days
+            )
+        except OSError as exc:
+            return error.with_saved_reply(None, f"{what} could not be saved either ({exc})")
+        if path is None:
+            return error.with_saved_reply(None, f"{what} was not kept (VOICE_MCP_KEEP_FAILED_AUDIO_DAYS=0)")
+        return error.with_saved_reply(path, f"{what} was saved to {path}")
+
     def _discard_early(self) -> None:
         self._pending_early = None
         if self._early is not None and not self._early.task.done():
             self._early.task.cancel()
         self._early = None
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _consume_exception(task: asyncio.Task[Transcript]) -> None:

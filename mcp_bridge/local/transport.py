@@ -4,8 +4,8 @@ Order of one exchange:
 1. resolve and open the speaker and (when a reply is wanted) the microphone — the microphone first, so a reply
    spoken while the assistant is still talking is captured;
 2. speak the message sentence by sentence through the shared TTS (the first sentence plays while the next is
-   synthesised); speech from the user meanwhile marks the result `interrupted` and, with `barge_in`, silences the
-   assistant at once;
+   synthesised; a sentence too long for one synthesis goes in pieces, see `agent.speech.text_chunks`); speech from
+   the user meanwhile marks the result `interrupted` and, with `barge_in`, silences the assistant at once;
 3. play the "listening" cue and listen until the turn ends (see `endpointing`), and return the transcript with
    timings as soon as it is ready; the "done" cue finishes playing and the devices close after `converse` has
    returned (the next exchange and `aclose()` wait for that, so nothing outlives the transport).
@@ -23,17 +23,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from livekit import rtc
 from livekit.agents import stt as lk_stt
-from livekit.agents import tokenize
 from livekit.agents import tts as lk_tts
 from livekit.agents import vad as lk_vad
 
 from agent.config import Settings
 from agent.speech import provider_label
+from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
 from agent.speech.turn_model import TurnModel, TurnModelUnavailable, find_model
+from mcp_bridge.cancel_safe import finish
 from mcp_bridge.models import (
     AudioDeviceError,
     ConverseRequest,
@@ -55,6 +56,7 @@ from .endpointing import EndpointConfig, SpeechStarted
 from .listener import Heard, Listener
 from .microphone import Microphone
 from .player import Player
+from .recording import prune_failed_replies
 from .transcriber import Transcriber
 
 log = logging.getLogger(__name__)
@@ -86,15 +88,14 @@ class LocalTransport:
         self.vad = vad
         self.early_transcription = early_transcription
         self._lock = asyncio.Lock()  # one exchange at a time: there is one microphone and one speaker
-        self._sentences = tokenize.basic.SentenceTokenizer()
         self._tts_variants: dict[tuple[str | None, float | None], lk_tts.TTS] = {}
         self._closing_variants: set[asyncio.Task[None]] = set()
         self._settling: asyncio.Task[None] | None = None
         """The last exchange's cue draining and device closing, after its converse returned."""
         self._turn_model: asyncio.Task[TurnModel | None] | None = None
         self.turn_model_problem: str | None = None
-        self._model_broken = False
         """Why turns end by silence although VOICE_MCP_TURN_DETECTION=model (load or run failure)."""
+        self._model_broken = False
 
     # --- Transport protocol -------------------------------------------------------------------------------------
 
@@ -144,7 +145,7 @@ class LocalTransport:
     async def _load_turn_model(self) -> TurnModel | None:
         try:
             return await TurnModel.load(self.settings.turn_model)
-        except TurnModelUnavailable as exc:
+        except Exception as exc:  # TurnModelUnavailable, or anything else the loader ran into
             log.warning("end-of-turn model unavailable, turns end by silence: %s", exc)
             self.turn_model_problem = str(exc)
             return None
@@ -156,9 +157,9 @@ class LocalTransport:
 
     async def settle(self) -> None:
         """Wait until the previous exchange has released the devices."""
-        settling, self._settling = self._settling, None
-        if settling is not None:
-            await settling
+        if self._settling is not None:
+            await asyncio.shield(self._settling)  # a cancelled caller leaves it running, and still owned here
+            self._settling = None
 
     async def aclose(self) -> None:
         async with self._lock:  # the exchange in progress (if any) finished; streams are per exchange
@@ -187,8 +188,8 @@ class LocalTransport:
     # --- speaking -----------------------------------------------------------------------------------------------
 
     def sentences(self, text: str) -> list[str]:
-        parts = [s.strip() for s in self._sentences.tokenize(text) if s.strip()]
-        return parts or ([text.strip()] if text.strip() else [])
+        """What one TTS call each speaks: sentences, and pieces of any sentence too long for one synthesis."""
+        return [s.strip() for s in speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False) if s.strip()]
 
     def tts_for(self, speak: SpeakOptions) -> lk_tts.TTS:
         """The shared TTS; for a call that asks for another voice or speed, the configured providers built with it
@@ -273,6 +274,9 @@ class _Exchange:
         message = self.request.message.strip()
         if message:  # the first sentence is synthesised while the devices open
             self._synthesis = asyncio.create_task(self._synthesize(message), name="voice-mcp-tts")
+        await asyncio.to_thread(
+            prune_failed_replies, self.settings.data_dir / "recordings", self.settings.keep_failed_audio_days
+        )
         speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
         mic_device = await asyncio.to_thread(resolve_device, self.settings.input_device, "input") if listening else None
         # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
@@ -300,10 +304,8 @@ class _Exchange:
             done = True
             return result
         finally:
-            if self._synthesis is not None and not self._synthesis.done():
-                self._synthesis.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._synthesis
+            if self._synthesis is not None:
+                await _stop_task(self._synthesis)
             if done:  # the user has their answer: the cue drains and the devices close after we return
                 self.settling = asyncio.create_task(self._cleanup(listen_task), name="voice-mcp-settle")
             else:
@@ -332,6 +334,7 @@ class _Exchange:
         return Listener(
             self.mic, self.t.vad, transcriber, config,
             recordings_dir=self.settings.data_dir / "recordings",
+            keep_failed_audio_days=self.settings.keep_failed_audio_days,
             on_speech_started=self._on_speech_started,
             early_transcription=self.t.early_transcription,
             turn_model=turn_model,
@@ -370,10 +373,7 @@ class _Exchange:
             with contextlib.suppress(asyncio.CancelledError):
                 self.speak_task.result()
         finally:
-            if not self.speak_task.done():
-                self.speak_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await self.speak_task
+            await _stop_task(self.speak_task)
             self.speak_ended = time.perf_counter()
 
     async def _play_message(self, message: str) -> None:
@@ -439,18 +439,53 @@ class _Exchange:
         return result
 
     async def _cleanup(self, listen_task: asyncio.Task[Heard] | None) -> None:
-        if listen_task is not None and not listen_task.done():
-            listen_task.cancel()
-            with contextlib.suppress(BaseException):
-                await listen_task
+        """Stop the tasks and close both devices, whatever happens meanwhile.
+
+        Runs shielded: a cancellation that arrives again during cleanup (the client cancels, the session ends) waits
+        for it to finish and is re-raised afterwards. A stream left open while its owner is garbage-collected lets
+        PortAudio call freed memory and kills the process. Every step is bounded, so cleanup cannot hang either."""
+        await finish(self._release(listen_task))
+
+    async def _release(self, listen_task: asyncio.Task[Heard] | None) -> None:
+        if self.speak_task is not None:
+            await _stop_task(self.speak_task)
+        if listen_task is not None:
+            await _stop_task(listen_task)
         if self.mic is not None:
-            await self.mic.aclose()
+            await _bounded(self.mic.aclose(), "closing the microphone")
         if self.player is not None:
             if not self.player.stopped:  # let the last cue finish (bounded)
-                with contextlib.suppress(Exception):
+                try:
                     async with asyncio.timeout(1.0):
                         await self.player.wait_done()
-            await self.player.aclose()
+                except Exception as exc:
+                    log.debug("the last cue did not finish: %s", exc)
+            await _bounded(self.player.aclose(), "closing the speaker")
+
+
+STOP_TIMEOUT = 5.0
+"""Seconds a cancelled task of the exchange gets to finish (its own cleanup is bounded well within this)."""
+
+
+async def _stop_task(task: asyncio.Task[object]) -> None:
+    """Cancel `task` and wait (bounded) until it has finished; never raises."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved: reported elsewhere or irrelevant once the exchange ends
+        return
+    task.cancel()
+    _, pending = await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+    if pending:
+        log.warning("task %s did not stop within %.0f s", task.get_name(), STOP_TIMEOUT)
+    elif not task.cancelled():
+        task.exception()
+
+
+async def _bounded(closing: Awaitable[None], what: str) -> None:
+    try:
+        await closing
+    except Exception as exc:  # a dying device must not keep the other one open
+        log.warning("%s failed: %s", what, exc)
 
 
 def describe_local_devices() -> str:
