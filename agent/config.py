@@ -127,6 +127,18 @@ class Settings(BaseSettings):
     )
     silence_ms: int = Field(1000, ge=100, le=10000, description="Silence that ends a turn, in milliseconds.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 = most permissive, 3 = strictest speech detection.")
+    turn_detection: Literal["model", "silence"] = Field(
+        "model",
+        description="How a turn ends: model = the end-of-turn model (Smart Turn) decides after a short pause, "
+        "silence = after silence_ms of silence (also the fallback when the model cannot load).",
+    )
+    max_turn_silence_ms: int = Field(
+        3000, ge=500, le=30000,
+        description="With turn_detection=model: the silence that ends a turn the model judged unfinished.",
+    )
+    turn_model: str | None = Field(
+        None, description="Path to the Smart Turn .onnx file (default: the one scripts/fetch-turn-model installs)."
+    )
     audio_cues: bool = True
     barge_in: bool = Field(True, description="Stop speaking when the user starts talking over the assistant.")
     echo_cancellation: bool = True
