@@ -127,6 +127,18 @@ class Settings(BaseSettings):
     )
     silence_ms: int = Field(1000, ge=100, le=10000, description="Silence that ends a turn, in milliseconds.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 = most permissive, 3 = strictest speech detection.")
+    turn_detection: Literal["model", "silence"] = Field(
+        "model",
+        description="How a turn ends: model = the end-of-turn model (Smart Turn) decides after a short pause, "
+        "silence = after silence_ms of silence (also the fallback when the model cannot load).",
+    )
+    max_turn_silence_ms: int = Field(
+        3000, ge=500, le=30000,
+        description="With turn_detection=model: the silence that ends a turn the model judged unfinished.",
+    )
+    turn_model: str | None = Field(
+        None, description="Path to the Smart Turn .onnx file (default: the one scripts/fetch-turn-model installs)."
+    )
     audio_cues: bool = True
     barge_in: bool = Field(True, description="Stop speaking when the user starts talking over the assistant.")
     echo_cancellation: bool = True
@@ -150,6 +162,12 @@ class Settings(BaseSettings):
     livekit_timeout: float = Field(5.0, gt=0, description="Seconds to wait for LiveKit and a worker before fallback.")
     bridge_identity: str = Field("voice-mcp-bridge", description="Identity the bridge joins the room as.")
     worker_port: int = Field(8081, ge=0, le=65535, description="Worker health-check HTTP port (0: any free port).")
+    room_idle_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds without a human participant after which the bridge deletes a room other than the "
+        "persistent one (0: never).",
+    )
     llm_model: str | None = Field(
         None, description="Worker LLM (OpenAI-compatible) that answers the user while no converse call waits."
     )

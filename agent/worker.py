@@ -145,11 +145,12 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=RoomOptions(
             participant_identity=AWAITING_USER,
             close_on_disconnect=False,  # the room is persistent: users come and go, the worker stays
+            audio_input=False,  # UserLinker's DeviceAudioInput hears the user's device that spoke last
             text_input=TextInputOptions(text_input_cb=text_input_handler(service, llm_enabled=llm is not None)),
         ),
         record=False,
     )
-    UserLinker(room, session.room_io, bridge_identity=settings.bridge_identity).start()
+    UserLinker(room, session, bridge_identity=settings.bridge_identity).start()
     _register_rpc(room, service, inbox)
     if await _another_worker_serves(room):
         ctx.shutdown("another voice-mcp worker serves this room")

@@ -43,7 +43,9 @@ async def _endpointing(ctx: Context) -> list[Measurement]:
     from .endpointing import run_side_by_side
     from .settings import bench_settings
 
-    return await run_side_by_side(ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1))
+    return await run_side_by_side(
+        ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1), pause_count=ctx.n(20, 4)
+    )
 
 
 async def _local(ctx: Context) -> list[Measurement]:
@@ -80,7 +82,11 @@ async def _load(ctx: Context) -> list[Measurement]:
 
 PARTS: list[Part] = [
     Part("rtf", "(d) STT and TTS real-time factors", _rtf),
-    Part("endpointing", "side by side: fixed 1 s silence (webrtcvad) vs ours, latency ratio and WER", _endpointing),
+    Part(
+        "endpointing",
+        "side by side: fixed 1 s silence (webrtcvad) vs our silence rule vs the turn model: latency, WER, cut-offs",
+        _endpointing,
+    ),
     Part("local", "(a) end of speech → converse returns, (b) converse → first audio, local loop", _local),
     Part("room", "(b) converse → first audio through a room, (c) bridge↔worker round trip", _room, needs_netns=True),
     Part(
