@@ -206,6 +206,8 @@ def test_closing_the_session_while_models_load_exits_cleanly(tmp_path: Path, del
     if delay:
         time.sleep(delay)  # a client that hangs up a moment later, models still loading
     proc.stdin.close()
-    _, stderr = proc.communicate(timeout=300)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()  # until the process has exited and closed it
+    proc.wait(timeout=60)
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert b"terminate called" not in stderr
