@@ -1,9 +1,10 @@
 """The one place where voice-mcp reads its configuration.
 
-Settings come from the environment and from a `.env` file in the working directory (python-dotenv, through
-pydantic-settings). Every voice-mcp variable is prefixed `VOICE_MCP_`; LiveKit's own variables keep LiveKit's
-standard names (`LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`) so one `.env` serves the worker, the bridge
-and LiveKit's CLI alike.
+Settings come from the environment and from `.env` files (python-dotenv, through pydantic-settings): first
+`~/.config/voice-mcp/.env` (`$XDG_CONFIG_HOME`), which serves an MCP client that starts us in any directory, then
+`.env` in the working directory, whose values win. The environment wins over both. Every voice-mcp variable is
+prefixed `VOICE_MCP_`; LiveKit's own variables keep LiveKit's standard names (`LIVEKIT_URL`, `LIVEKIT_API_KEY`,
+`LIVEKIT_API_SECRET`) so one `.env` serves the worker, the bridge and LiveKit's CLI alike.
 
 Nothing is read at import time: call `load_settings()` where the settings are needed, and pass the result on.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,6 +37,18 @@ class ConfigError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{variable}: {problem}. Fix: {fix}")
+
+
+LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
+
+
+def _is_livekit_url(value: str) -> bool:
+    try:
+        parsed = urlsplit(value)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return parsed.scheme.lower() in LIVEKIT_URL_SCHEMES and bool(parsed.hostname)
 
 
 def _split_list(value: object) -> object:
@@ -113,6 +127,18 @@ class Settings(BaseSettings):
     )
     silence_ms: int = Field(1000, ge=100, le=10000, description="Silence that ends a turn, in milliseconds.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 = most permissive, 3 = strictest speech detection.")
+    turn_detection: Literal["model", "silence"] = Field(
+        "model",
+        description="How a turn ends: model = the end-of-turn model (Smart Turn) decides after a short pause, "
+        "silence = after silence_ms of silence (also the fallback when the model cannot load).",
+    )
+    max_turn_silence_ms: int = Field(
+        3000, ge=500, le=30000,
+        description="With turn_detection=model: the silence that ends a turn the model judged unfinished.",
+    )
+    turn_model: str | None = Field(
+        None, description="Path to the Smart Turn .onnx file (default: the one scripts/fetch-turn-model installs)."
+    )
     audio_cues: bool = True
     barge_in: bool = Field(True, description="Stop speaking when the user starts talking over the assistant.")
     echo_cancellation: bool = True
@@ -136,6 +162,12 @@ class Settings(BaseSettings):
     livekit_timeout: float = Field(5.0, gt=0, description="Seconds to wait for LiveKit and a worker before fallback.")
     bridge_identity: str = Field("voice-mcp-bridge", description="Identity the bridge joins the room as.")
     worker_port: int = Field(8081, ge=0, le=65535, description="Worker health-check HTTP port (0: any free port).")
+    room_idle_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds without a human participant after which the bridge deletes a room other than the "
+        "persistent one (0: never).",
+    )
     llm_model: str | None = Field(
         None, description="Worker LLM (OpenAI-compatible) that answers the user while no converse call waits."
     )
@@ -150,6 +182,17 @@ class Settings(BaseSettings):
         7.0, ge=0, le=3650, allow_inf_nan=False,
         description="Days a reply that could not be transcribed is kept as a WAV file (0: none is kept).",
     )
+
+    @field_validator("livekit_url", mode="before")
+    @classmethod
+    def _check_livekit_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None  # LIVEKIT_URL= in a .env means "not set"
+            if not _is_livekit_url(value):
+                raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
+        return value
 
     @field_validator("stt", mode="before")
     @classmethod
@@ -193,10 +236,16 @@ _LIVEKIT_FIELDS = {
     "openai_api_key": "OPENAI_API_KEY",
 }
 
+_FIELD_OF_ALIAS = {
+    alias: field for field, name in _LIVEKIT_FIELDS.items() for alias in (name, ENV_PREFIX + field.upper())
+}
+
 _FIXES = {
     "stt": "set it to a comma-separated list such as 'faster-whisper' or 'http://127.0.0.1:2022/v1,faster-whisper'",
     "tts": "set it to a comma-separated list such as 'piper,espeak' or 'http://127.0.0.1:8880/v1,piper'",
     "listen_min": "make VOICE_MCP_LISTEN_MIN smaller than VOICE_MCP_LISTEN_MAX",
+    "livekit_url": "set LIVEKIT_URL to your server, e.g. wss://my-project.livekit.cloud or ws://127.0.0.1:7880, "
+    "or unset it to use the local loop only",
 }
 
 
@@ -204,13 +253,27 @@ def variable_name(field: str) -> str:
     return _LIVEKIT_FIELDS.get(field, ENV_PREFIX + field.upper())
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
-    """Read the settings, raising `ConfigError` (naming the variable and the fix) when they cannot work."""
+def user_env_file() -> Path:
+    """The user's own settings file, read wherever voice-mcp is started from."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "voice-mcp" / ".env"
+
+
+def default_env_files() -> list[Path]:
+    """The `.env` files that exist, in the order they are read (a later file's values win)."""
+    return [path for path in (user_env_file(), Path(".env")) if path.is_file()]
+
+
+def load_settings(env_file: str | Path | Literal["default"] | None = "default", **overrides: object) -> Settings:
+    """Read the settings, raising `ConfigError` (naming the variable and the fix) when they cannot work.
+
+    `env_file`: "default" reads `default_env_files()`; a path reads that file only; None reads no file."""
+    files = default_env_files() if env_file == "default" else env_file
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=files, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else ""
+        field = _FIELD_OF_ALIAS.get(field.upper(), field)  # errors name LiveKit's fields by their alias
         message = str(error["msg"]).removeprefix("Value error, ")
         if not field and ":" in message:  # model-level checks name their field before a colon
             field, message = (part.strip() for part in message.split(":", 1))

@@ -13,6 +13,7 @@ from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
 from livekit.agents.voice.room_io import TextInputEvent
 
 from .converse_service import ConverseService, SpeakOutcome
+from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason
 from .protocol import Utterance
 from .speech.text_chunks import speech_chunks
 
@@ -116,6 +117,17 @@ class AgentSessionPort:
         # queued together (no gaps between parts); an interruption stops the parts still to come
         handles = [self._session.say(part, allow_interruptions=allow_interruptions) for part in speech_parts(text)]
         interrupted = False
+        overdue: list[str] = []
+        bound = min(within, FIRST_AUDIO_WITHIN)
+
+        def first_audio_overdue() -> None:  # a first call must not wait the whole message's bound in silence
+            if not first_audio.done():
+                overdue.append(f"no audio was played within {bound:.0f} s: {nothing_played_reason(self._session)}")
+                for handle in handles:
+                    if not handle.done():
+                        handle.interrupt(force=True)
+
+        watchdog = loop.call_later(bound, first_audio_overdue)
         try:
             async with asyncio.timeout(within):
                 for handle in handles:
@@ -126,13 +138,20 @@ class AgentSessionPort:
         except TimeoutError:
             return SpeakOutcome(interrupted=True, error=f"speaking did not finish within {within:.0f} s")
         finally:
+            watchdog.cancel()
             for handle in handles:
                 if not handle.done():
                     handle.interrupt(force=True)
             self._session.off("agent_state_changed", on_state)
             self._session.off("error", on_error)
         if not first_audio.done():
-            return SpeakOutcome(interrupted=interrupted, error="; ".join(errors) if errors else None)
+            if overdue or errors:
+                return SpeakOutcome(interrupted=True, error="; ".join([*overdue, *errors]))
+            if not interrupted:  # finished without a single frame played: not spoken, whatever the handles say
+                return SpeakOutcome(
+                    interrupted=False, error=f"the message was not played: {nothing_played_reason(self._session)}"
+                )
+            return SpeakOutcome(interrupted=True)  # the user spoke before the first word
         audio_at = first_audio.result()
         return SpeakOutcome(
             interrupted=interrupted, first_audio_s=audio_at - started, speak_s=time.monotonic() - audio_at
