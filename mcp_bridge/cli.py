@@ -40,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     converse.add_argument("--min", type=float, dest="listen_min", help="min listen seconds before silence ends")
     converse.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
+    link = commands.add_parser(
+        "link", help="create a one-time join link for the room (printed with a QR code for a phone)"
+    )
+    link.add_argument("--ttl", type=float, default=600, help="seconds the link works, at most 86400 (default 600)")
+    link.add_argument("--json", action="store_true", help='print {"url", "code", "expires_at"} as JSON only')
+    link.add_argument("--revoke-all", action="store_true", help="end every unused code and every device session")
+
+    web = commands.add_parser("web", help="serve the page and token service that join links open")
+    web.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    web.add_argument("--port", type=int, help="port (default VOICE_MCP_WEB_PORT, 8780)")
+
     commands.add_parser("doctor", help="check devices, providers, models and configuration; say what to fix")
 
     stats = commands.add_parser("stats", help="summarise the exchange log (latency percentiles, errors)")
@@ -63,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, http=args.http, host=args.host, port=args.port)
     if command == "converse":
         return asyncio.run(_converse(settings, args))
+    if command == "link":
+        return _link(settings, ttl=args.ttl, as_json=args.json, revoke_all=args.revoke_all)
+    if command == "web":
+        return _web(settings, host=args.host, port=args.port or settings.web_port)
     if command == "doctor":
         from .doctor import run_doctor
 
@@ -94,6 +109,49 @@ def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
         server.run("streamable-http", host=host, port=port)
     else:
         server.run("stdio")
+    return 0
+
+
+def _link(settings: Settings, *, ttl: float, as_json: bool, revoke_all: bool) -> int:
+    from .access.links import create_join_link
+    from .access.store import AccessError, AccessStore
+
+    if revoke_all:
+        codes, sessions = AccessStore.in_data_dir(settings.data_dir).revoke_all()
+        print(f"voice-mcp: revoked {codes} unused code(s) and {sessions} device session(s); room tokens already "
+              "handed out end within 15 minutes", file=sys.stderr)
+        return 0
+    try:
+        link = create_join_link(settings, ttl)
+    except AccessError as exc:
+        print(f"voice-mcp: [{exc.code}] {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps(link.as_dict()))
+        return 0
+    import segno
+
+    segno.make(link.url, error="m").terminal(compact=True)
+    print(f"{link.url}\ncode {link.code}, works once, until {link.expires_at}")
+    if not settings.livekit_configured:
+        print("voice-mcp: LiveKit is not configured yet; the page needs LIVEKIT_URL/_API_KEY/_API_SECRET",
+              file=sys.stderr)
+    return 0
+
+
+def _web(settings: Settings, *, host: str, port: int) -> int:
+    from .access.web import missing_page_assets, serve_web
+
+    if not settings.livekit_configured:
+        print("voice-mcp: [not_configured] the web page needs LiveKit: set LIVEKIT_URL, LIVEKIT_API_KEY and "
+              "LIVEKIT_API_SECRET (docs/livekit.md)", file=sys.stderr)
+        return EXIT_CONFIG
+    if missing := missing_page_assets():
+        print(f"voice-mcp: [not_installed] missing {', '.join(missing)}: run scripts/setup", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"voice-mcp: page and token service on http://{host}:{port}/ (room {settings.room}); "
+          "`voice-mcp link` makes a join link", file=sys.stderr)
+    asyncio.run(serve_web(settings, host, port))
     return 0
 
 
