@@ -105,10 +105,24 @@ def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
     from .server import create_server
 
     server = create_server(settings)
-    if http:
-        server.run("streamable-http", host=host, port=port)
-    else:
+    if not http:
         server.run("stdio")
+        return 0
+    import uvicorn
+
+    from .http_security import BearerTokenMiddleware, HttpSetupError, http_access
+
+    try:
+        access = http_access(settings, host, port)
+    except HttpSetupError as exc:
+        print(f"voice-mcp: [unsafe_http] {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    app = server.streamable_http_app(transport_security=access.transport_security, host=host)
+    if access.token:
+        app = BearerTokenMiddleware(app, access.token)
+    print(f"voice-mcp: MCP over HTTP at http://{host}:{port}/mcp "
+          f"({'bearer token required' if access.token else 'loopback only, no token'})", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 

@@ -12,13 +12,13 @@ import pytest
 
 from mcp_bridge.access.store import AccessStore
 
-from .conftest import SECRET, WebService
+from .service import SECRET, WebService, run_cli
 
 BODY = {"room_name": "some-other-room", "participant_identity": "voice-mcp-bridge", "participant_name": "Phone",
         "participant_metadata": "", "room_config": {"agents": [{"agent_name": "x"}]}, "unknown_field": 1}
 
 
-async def link(run_cli: Any, service: WebService, *args: str) -> dict[str, str]:
+async def link(service: WebService, *args: str) -> dict[str, str]:
     code, out, err = await run_cli(service, "link", "--json", *args)
     assert code == 0, err
     return json.loads(out)
@@ -40,9 +40,9 @@ def claims(token: str) -> dict[str, Any]:
 
 
 async def test_a_code_buys_one_room_only_token_and_a_session_that_refreshes_it(
-    web_service: WebService, run_cli: Any
+    web_service: WebService,
 ) -> None:
-    issued = await link(run_cli, web_service)
+    issued = await link(web_service)
     assert issued["url"] == f"{web_service.url}/#code={issued['code']}"
     assert len(issued["code"].replace("-", "")) * 5 >= 64  # base32: 5 bits a character
 
@@ -72,7 +72,7 @@ async def test_a_code_buys_one_room_only_token_and_a_session_that_refreshes_it(
         assert claims(body["participant_token"])["sub"] == token["sub"]
 
         # a second link on the same device keeps the device's identity
-        status, body, _ = await post(session, web_service, (await link(run_cli, web_service))["code"])
+        status, body, _ = await post(session, web_service, (await link(web_service))["code"])
         assert status == 201 and claims(body["participant_token"])["sub"] == token["sub"]
 
     assert SECRET not in web_service.log.read_text()
@@ -80,7 +80,7 @@ async def test_a_code_buys_one_room_only_token_and_a_session_that_refreshes_it(
     assert issued["code"].encode() not in raw and issued["code"].replace("-", "").encode() not in raw
 
 
-async def test_missing_wrong_and_expired_codes_are_refused(web_service: WebService, run_cli: Any) -> None:
+async def test_missing_wrong_and_expired_codes_are_refused(web_service: WebService) -> None:
     expired = AccessStore.in_data_dir(web_service.data_dir).issue_code(600, now=time.time() - 601)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         assert (await post(session, web_service))[:2] == (401, {"error": "code_missing", "message": (
@@ -96,8 +96,8 @@ async def test_missing_wrong_and_expired_codes_are_refused(web_service: WebServi
         assert (status, body["error"]) == (401, "session_ended")
 
 
-async def test_more_than_ten_failures_a_minute_are_rate_limited(web_service: WebService, run_cli: Any) -> None:
-    good = (await link(run_cli, web_service))["code"]
+async def test_more_than_ten_failures_a_minute_are_rate_limited(web_service: WebService) -> None:
+    good = (await link(web_service))["code"]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         for attempt in range(10):
             status, _, _ = await post(session, web_service, f"WRONG-{attempt:04d}")
@@ -109,8 +109,8 @@ async def test_more_than_ten_failures_a_minute_are_rate_limited(web_service: Web
     assert AccessStore.in_data_dir(web_service.data_dir).redeem_code(good) is None
 
 
-async def test_revoke_all_ends_codes_and_sessions(web_service: WebService, run_cli: Any) -> None:
-    first, second = await link(run_cli, web_service), await link(run_cli, web_service)
+async def test_revoke_all_ends_codes_and_sessions(web_service: WebService) -> None:
+    first, second = await link(web_service), await link(web_service)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         assert (await post(session, web_service, first["code"]))[0] == 201
         code, _, err = await run_cli(web_service, "link", "--revoke-all")
@@ -121,10 +121,10 @@ async def test_revoke_all_ends_codes_and_sessions(web_service: WebService, run_c
         assert (status, body["error"]) == (401, "code_unknown")
 
 
-async def test_link_ttl_is_bounded(web_service: WebService, run_cli: Any) -> None:
+async def test_link_ttl_is_bounded(web_service: WebService) -> None:
     code, _, err = await run_cli(web_service, "link", "--ttl", "90000")
     assert code == 1 and "[invalid_argument]" in err and "86400" in err
-    issued = await link(run_cli, web_service, "--ttl", "60")
+    issued = await link(web_service, "--ttl", "60")
     assert issued["expires_at"].endswith("+00:00")
 
 
