@@ -128,12 +128,17 @@ def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
 
 def _link(settings: Settings, *, ttl: float, as_json: bool, revoke_all: bool) -> int:
     from .access.links import create_join_link
-    from .access.store import AccessError, AccessStore
+    from .access.store import AccessError
 
     if revoke_all:
-        codes, sessions = AccessStore.in_data_dir(settings.data_dir).revoke_all()
-        print(f"voice-mcp: revoked {codes} unused code(s) and {sessions} device session(s); room tokens already "
-              "handed out end within 15 minutes", file=sys.stderr)
+        from .access.revoke import revoke_all as revoke
+
+        revoked = asyncio.run(revoke(settings))
+        print(f"voice-mcp: revoked {revoked.codes} unused code(s) and {revoked.sessions} device session(s); "
+              f"removed from the room: {', '.join(revoked.removed) or 'nobody'}", file=sys.stderr)
+        if revoked.room_error:
+            print(f"voice-mcp: [room_unreachable] could not put devices out of the room ({revoked.room_error}); "
+                  "their room tokens end within 15 minutes and cannot be renewed", file=sys.stderr)
         return 0
     try:
         link = create_join_link(settings, ttl)

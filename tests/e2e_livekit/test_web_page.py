@@ -24,7 +24,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from agent.speech import PiperTTS
 from tests.web.service import WebService, run_cli, service_env, start_web, stop
 
-from .conftest import synthesize
+from .conftest import synthesize, wait_until
 from .harness import REPO, ServerProcess, WorkerProcess
 
 pytestmark = [pytest.mark.livekit, pytest.mark.timeout(600)]
@@ -73,6 +73,13 @@ async def transcript(page: Page) -> str:
     return await page.inner_text("#transcript")
 
 
+async def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
 @pytest.fixture
 def chromium() -> str:
     if not os.path.exists(CHROMIUM):
@@ -98,13 +105,14 @@ async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
     env = service_env(tmp_path, lk_server.url, lk_server.api_key, lk_server.api_secret, lk_room)
     env["VOICE_MCP_LIVEKIT_TIMEOUT"] = "60"  # a browser, a worker and whisper share 2 busy cores: be patient
     process, service = await start_web(env, tmp_path)
+    page: Page | None = None
+    console: list[str] = []
     try:
         code, out, err = await run_cli(service, "link", "--json")
         assert code == 0, err
         url = json.loads(out)["url"]
         context = await browser.new_context(viewport={"width": 390, "height": 780})  # a phone-sized screen
         page = await context.new_page()
-        console: list[str] = []
         page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
         await page.goto(url)
         await page.wait_for_selector("#talk:not([hidden])", timeout=30_000)
@@ -131,17 +139,40 @@ async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
                 "() => [...document.querySelectorAll('#transcript li.user')].some(li => li.innerText.length > 10)",
                 timeout=30_000,
             )
+            # "Done talking" ends the turn through the worker's end_turn RPC
+            await page.click("#done")
+            await wait_until(lambda: "ended by user-" in lk_worker.output(), 60, "the worker to honour end_turn")
+
+            # typed chat is the fallback: it reaches the next converse like speech
+            await page.fill("#message", "Typed from the page instead")
+            await page.click("#chat button[type=submit]")
+            typed = await client.call_tool(
+                "converse", {"message": "Anything else?", "transport": "livekit", "listen_duration_max": 30}
+            )
+            assert not typed.is_error, typed.content
+            said = typed.structured_content or {}
+            everything = " ".join([*said.get("earlier", []), said.get("text", "")])
+            assert "typed from the page instead" in everything.lower(), said
         shown = await transcript(page)
         assert "Assistant" in shown and "You" in shown, shown
         assert len(words(shown) & words(PHRASE)) >= 3, shown
         state = await page.get_attribute("#state", "data-state")
         assert state in {"listening", "speaking", "thinking", "waiting"}, state
 
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "page.png"
-        await page.screenshot(path=str(shot), full_page=True)
+        shot = await screenshot(page, "page.png")
         assert shot.stat().st_size > 10_000
+
+        # revoke-all signs the device out: it leaves the room at once and cannot come back without a new link
+        code, _, err = await run_cli(service, "link", "--revoke-all")
+        assert code == 0 and "removed from the room: user-" in err, err
+        await page.wait_for_selector("#join:not([hidden])", timeout=60_000)
+        assert "session has ended" in await page.inner_text("#join-error")
         await context.close()
+    except BaseException:
+        if page is not None:  # what the page showed when it failed, for the CI artifact
+            await screenshot(page, "page-failed.png")
+            (ARTIFACTS / "page-failed-console.txt").write_text("\n".join(console))
+        raise
     finally:
         await stop(process)
     await asyncio.sleep(0)  # let Playwright's transport settle before the loop closes
