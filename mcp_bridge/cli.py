@@ -104,20 +104,19 @@ def _configure_logging(settings: Settings) -> None:
 def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
     from .server import create_server
 
-    server = create_server(settings)
     if not http:
-        server.run("stdio")
+        create_server(settings).run("stdio")
         return 0
     import uvicorn
 
     from .http_security import BearerTokenMiddleware, HttpSetupError, http_access
 
-    try:
+    try:  # before anything loads: an unsafe setup is refused at once
         access = http_access(settings, host, port)
     except HttpSetupError as exc:
         print(f"voice-mcp: [unsafe_http] {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    app = server.streamable_http_app(transport_security=access.transport_security, host=host)
+    app = create_server(settings).streamable_http_app(transport_security=access.transport_security, host=host)
     if access.token:
         app = BearerTokenMiddleware(app, access.token)
     print(f"voice-mcp: MCP over HTTP at http://{host}:{port}/mcp "

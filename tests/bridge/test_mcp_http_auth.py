@@ -82,7 +82,7 @@ async def test_a_wildcard_bind_without_an_allow_list_refuses_to_start(tmp_path: 
         sys.executable, "-m", "mcp_bridge", "serve", "--http", "--host", "0.0.0.0", "--port", str(free_port()),
         cwd=tmp_path, env=server_env(tmp_path), stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), 60)
+    _, err = await asyncio.wait_for(process.communicate(), 300)
     assert process.returncode == 2
     assert b"[unsafe_http]" in err and b"VOICE_MCP_HTTP_ALLOWED_HOSTS" in err
 
@@ -92,7 +92,7 @@ async def test_a_short_token_is_a_configuration_error(tmp_path: Path) -> None:
         sys.executable, "-m", "mcp_bridge", "serve", "--http", cwd=tmp_path,
         env=server_env(tmp_path, VOICE_MCP_HTTP_TOKEN="short"), stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(process.communicate(), 60)
+    _, err = await asyncio.wait_for(process.communicate(), 300)
     assert process.returncode == 2 and b"VOICE_MCP_HTTP_TOKEN" in err
 
 
