@@ -113,8 +113,7 @@ def create_web_app(settings: Settings, store: AccessStore | None = None, limiter
             if device is None:
                 limiter.failed(client)
                 return refuse(401, "session_ended", "this device's session has ended; open a new join link")
-        else:
-            limiter.failed(client)
+        else:  # no credential at all guesses nothing: the page's first visit on a new device is one of these
             return refuse(401, "code_missing", "send the access code from the join link as Authorization: Bearer")
 
         name = body.get("participant_name")

@@ -102,6 +102,7 @@
     if (response.status !== 201) {
       const error = new Error(body.message || `token service answered ${response.status}`);
       error.status = response.status;
+      error.code = body.error;
       throw error;
     }
     return body;
@@ -172,7 +173,7 @@
     } catch (e) {
       if (room) await room.disconnect();
       room = null;
-      askForCode(code || e.status !== 401 ? e.message : "");
+      askForCode(e.code === "code_missing" ? "" : e.message); // no code and no session yet: just ask
     }
   }
 
