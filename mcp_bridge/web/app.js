@@ -135,6 +135,11 @@
   async function connect(code) {
     setState("connecting");
     const { server_url: url, participant_token: token } = await fetchToken(code);
+    const previous = room; // a failed attempt's room: drop it quietly, one room at a time
+    if (previous) {
+      previous.removeAllListeners();
+      await previous.disconnect();
+    }
     room = newRoom();
     await room.connect(url, token);
     retryDelay = 500;
