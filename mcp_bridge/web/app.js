@@ -72,14 +72,32 @@
     li.scrollIntoView({ block: "end" });
   }
 
+  // Who spoke a transcript: the track it transcribes says so (`lk.transcribed_track_id`, what LiveKit frontends
+  // use: the worker sends user transcripts too, and servers may name the worker as their sender).
+  function speakerOf(sender, attrs) {
+    const trackId = attrs["lk.transcribed_track_id"];
+    if (trackId) {
+      for (const pub of room.localParticipant.trackPublications.values()) {
+        if (pub.trackSid === trackId) return "me";
+      }
+      for (const p of room.remoteParticipants.values()) {
+        for (const pub of p.trackPublications.values()) {
+          if (pub.trackSid === trackId) return isAgent(p) ? "agent" : isBridge(p.identity) ? "bridge" : "other";
+        }
+      }
+    }
+    if (sender === room.localParticipant.identity) return "me";
+    if (isBridge(sender)) return "bridge";
+    const p = room.remoteParticipants.get(sender);
+    return isAgent(p) || sender.startsWith(AGENT_PREFIX) ? "agent" : "other";
+  }
+
   async function onTranscription(reader, participantInfo) {
-    const sender = participantInfo.identity;
-    if (isBridge(sender)) return; // the bridge is plumbing, not a person in the conversation
     const attrs = reader.info.attributes || {};
-    const mine = sender === room.localParticipant.identity;
-    const fromAgent = isAgent(room.remoteParticipants.get(sender)) || sender.startsWith(AGENT_PREFIX);
-    const who = fromAgent ? "Assistant" : mine ? "You" : "You (other device)";
-    const li = line(attrs["lk.segment_id"] || reader.info.id, who, fromAgent ? "assistant" : "user");
+    const speaker = speakerOf(participantInfo.identity, attrs);
+    if (speaker === "bridge") return; // the bridge is plumbing, not a person in the conversation
+    const who = { agent: "Assistant", me: "You", other: "You (other device)" }[speaker];
+    const li = line(attrs["lk.segment_id"] || reader.info.id, who, speaker === "agent" ? "assistant" : "user");
     // Agent speech arrives as one stream of deltas per segment; user transcripts as one stream per update, each
     // with the whole text so far. Either way, this stream's text so far is the segment's text.
     let text = "";
