@@ -21,6 +21,7 @@ from livekit.plugins import openai  # plugins register on import, which livekit 
 from .config import Settings, load_settings
 from .converse_service import ConverseService
 from .linking import AWAITING_USER, UserLinker
+from .page_controls import register_page_controls
 from .protocol import (
     ATTR_REQUEST_ID,
     ATTR_ROLE,
@@ -152,6 +153,7 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     UserLinker(room, session, bridge_identity=settings.bridge_identity).start()
     _register_rpc(room, service, inbox)
+    register_page_controls(room, session)
     if await _another_worker_serves(room):
         ctx.shutdown("another voice-mcp worker serves this room")
         return
