@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, JobContext, JobProcess, JobRequest
+from livekit.agents import NOT_GIVEN, AgentServer, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import openai  # plugins register on import, which livekit allows on the main thread only
@@ -41,7 +41,8 @@ from .protocol import (
     decode_call,
     encode_response,
 )
-from .speech import build_stt, build_tts, build_vad, provider_label, tune_vad
+from .room_session import PAUSE_MS, audio_input_options, build_room_session
+from .speech import build_stt, build_tts, build_vad, provider_label
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 
 logger = logging.getLogger("voice-mcp.worker")
@@ -55,7 +56,7 @@ MESSAGE_STREAM_WAIT = 30.0
 
 def prewarm(proc: JobProcess) -> None:
     settings = load_settings()
-    vad = build_vad(settings)
+    vad = build_vad(settings, silence_ms=PAUSE_MS)  # segments for early STT; the turn rule is agent.turn_taking
     stt = build_stt(settings, vad=vad)
     tts = build_tts(settings)
     asyncio.run(_load_embedded_models(stt, tts))  # no event loop runs here yet; the job gets its own
@@ -102,24 +103,13 @@ async def accept(request: JobRequest) -> None:
 async def entrypoint(ctx: JobContext) -> None:
     userdata = ctx.proc.userdata
     settings: Settings = userdata.get("settings") or load_settings()
-    vad = userdata.get("vad") or build_vad(settings)
+    vad = userdata.get("vad") or build_vad(settings, silence_ms=PAUSE_MS)
     stt = userdata.get("stt") or build_stt(settings, vad=vad)
     tts = userdata.get("tts") or build_tts(settings)
     llm = build_llm(settings)
 
-    session: AgentSession = AgentSession(
-        vad=vad,
-        stt=stt,
-        tts=tts,
-        llm=llm if llm is not None else NOT_GIVEN,
-        turn_handling={
-            "turn_detection": "vad",
-            "endpointing": {"min_delay": 0.2, "max_delay": 3.0},
-            "interruption": {"enabled": settings.barge_in, "mode": "vad"},
-            "preemptive_generation": {"enabled": False},
-        },
-        user_away_timeout=None,
-    )
+    room_session = build_room_session(settings, vad=vad, stt=stt, tts=tts, llm=llm)
+    session = room_session.session
     room = ctx.room
     inbox = StreamInbox()
 
@@ -131,7 +121,7 @@ async def entrypoint(ctx: JobContext) -> None:
     service = ConverseService(
         AgentSessionPort(
             session,
-            vad_tuner=lambda ms, level: tune_vad(vad, silence_ms=ms, aggressiveness=level),
+            vad_tuner=room_session.tune_listening,
             speed_tuner=lambda speed: set_tts_speed(tts, speed),
             default_speed=settings.tts_speed,
         ),
@@ -145,18 +135,20 @@ async def entrypoint(ctx: JobContext) -> None:
         default_vad_aggressiveness=settings.vad_aggressiveness,
     )
     if ctx.is_fake_job():  # `python -m agent console`: this computer's microphone, no room and no bridge
-        await session.start(VoiceMcpAgent(service, llm_enabled=llm is not None, echo=llm is None), record=False)
+        agent = VoiceMcpAgent(service, llm_enabled=llm is not None, echo=llm is None, segments=room_session.segments)
+        await session.start(agent, record=False)
         return
 
     _register_message_streams(room, inbox)
     await ctx.connect()  # before the session: RoomIO linked to a given identity needs the local participant
 
     await session.start(
-        VoiceMcpAgent(service, llm_enabled=llm is not None),
+        VoiceMcpAgent(service, llm_enabled=llm is not None, segments=room_session.segments),
         room=room,
         room_options=RoomOptions(
             participant_identity=AWAITING_USER,
             close_on_disconnect=False,  # the room is persistent: users come and go, the worker stays
+            audio_input=audio_input_options(),
             text_input=TextInputOptions(text_input_cb=text_input_handler(service, llm_enabled=llm is not None)),
         ),
         record=False,
