@@ -313,7 +313,8 @@ def _request_id(payload: str) -> str:
 # --- the server ----------------------------------------------------------------------------------------------------
 
 
-MAX_JOBS = 8
+MAX_JOBS = 32
+"""livekit marks the worker full at 70 % of this (22 rooms): about what two cores carry (docs/performance.md)."""
 
 
 def job_load(server: AgentServer) -> float:
