@@ -19,8 +19,7 @@ from livekit.agents.voice.room_io import AudioInputOptions
 from .config import Settings
 from .speech import tune_vad
 from .speech.vad_tap import TappedVAD
-from .turn_detector import TurnDecider
-from .turn_taking import PAUSE_MS, RoomTurns
+from .turn_taking import PAUSE_MS, RoomTurns, TurnModelHandle
 
 INPUT_SAMPLE_RATE = 16000
 
@@ -46,12 +45,13 @@ def build_room_session(
     stt: stt.STT,
     tts: tts.TTS,
     llm: llm.LLM | None,
-    decider: TurnDecider | None = None,
-    decider_name: str = "end-of-turn model",
+    turn_model: TurnModelHandle | None = None,
+    turn_model_problem: str | None = None,
 ) -> RoomSession:
-    """`vad` should close segments after `PAUSE_MS` of silence (`build_vad(settings, silence_ms=PAUSE_MS)`)."""
+    """`vad` should close segments after `PAUSE_MS` of silence (`build_vad(settings, silence_ms=PAUSE_MS)`);
+    `turn_model` / `turn_model_problem`: what `turn_taking.load_turn_model` gave."""
     segments = TappedVAD(vad)
-    turns = RoomTurns(settings, decider=decider, model_name=decider_name)
+    turns = RoomTurns(settings, model=turn_model, unavailable=turn_model_problem)
     session: AgentSession[Any] = AgentSession(
         vad=segments,
         stt=stt,

@@ -15,7 +15,7 @@ changes (`tune`), and the switch to silence when the model fails.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from livekit.agents import AgentSession
@@ -26,8 +26,9 @@ from .turn_detector import AudioTurnDetector, TurnDecider
 
 logger = logging.getLogger("voice-mcp.worker")
 
-PAUSE_MS = 300
-"""VAD silence that closes a speech segment in the worker (livekit's audio turn detectors need ≥ 250 ms)."""
+PAUSE_MS = 250
+"""VAD silence that closes a speech segment in the worker, and after which the end-of-turn model is asked (as in
+the local loop; livekit's audio turn detectors need at least 250 ms)."""
 
 DEFAULT_MAX_TURN_SILENCE_MS = 3000
 
@@ -51,11 +52,36 @@ def max_turn_silence_ms(settings: Settings) -> int:
     return int(getattr(settings, "max_turn_silence_ms", DEFAULT_MAX_TURN_SILENCE_MS))
 
 
+@dataclass
+class TurnModelHandle:
+    """A loaded end-of-turn model, as the worker uses it (built once per job process, in `prewarm`)."""
+
+    decide: TurnDecider
+    name: str
+    threshold: float
+
+
+def load_turn_model(settings: Settings) -> tuple[TurnModelHandle | None, str | None]:
+    """The end-of-turn model when the settings ask for it: (model, None), or (None, why not) — the warning the
+    worker logs and reports before it falls back to the silence rule. (None, None) with the silence rule."""
+    if configured_rule(settings) != "model":
+        return None, None
+    try:
+        from .speech.turn_model import TurnModel
+    except ImportError:
+        return None, "the end-of-turn model is not part of this installation; turns end on silence alone"
+    try:
+        model = TurnModel.load_sync(getattr(settings, "turn_model", None))
+    except Exception as exc:  # TurnModelUnavailable carries the fix
+        return None, f"the end-of-turn model could not be loaded ({exc}); turns end on silence alone"
+    return TurnModelHandle(decide=model.probability_sync, name="smart-turn-v3.2", threshold=model.threshold), None
+
+
 class RoomTurns:
     """The turn-taking policy of one worker session (see the module docstring)."""
 
     def __init__(
-        self, settings: Settings, *, decider: TurnDecider | None = None, model_name: str = "end-of-turn model"
+        self, settings: Settings, *, model: TurnModelHandle | None = None, unavailable: str | None = None
     ) -> None:
         self._silence_ms = settings.silence_ms
         self._max_turn_silence_ms = max_turn_silence_ms(settings)
@@ -63,11 +89,13 @@ class RoomTurns:
         self.detector: AudioTurnDetector | None = None
         self.warning: str | None = None
         wanted = configured_rule(settings)
-        if wanted == "model" and decider is None:
-            self.warning = "the end-of-turn model is not available; turns end on silence alone"
+        if wanted == "model" and model is None:
+            self.warning = unavailable or "the end-of-turn model is not available; turns end on silence alone"
             logger.warning(self.warning)
-        elif wanted == "model" and decider is not None:
-            self.detector = AudioTurnDetector(decider, model=model_name, on_failure=self._model_failed)
+        elif wanted == "model" and model is not None:
+            self.detector = AudioTurnDetector(
+                model.decide, model=model.name, threshold=model.threshold, on_failure=self._model_failed
+            )
 
     @property
     def rule(self) -> TurnRule:
@@ -103,6 +131,3 @@ class RoomTurns:
             self._session.update_options(**options)
         except Exception as exc:  # a session that is closing
             logger.debug("turn options not updated: %s", exc)
-
-
-DeciderLoader = Callable[[Settings], tuple[TurnDecider, str] | None]

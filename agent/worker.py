@@ -43,6 +43,7 @@ from .protocol import (
 )
 from .room_session import PAUSE_MS, audio_input_options, build_room_session
 from .speech import build_stt, build_tts, build_vad, provider_label
+from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 
 logger = logging.getLogger("voice-mcp.worker")
@@ -60,7 +61,10 @@ def prewarm(proc: JobProcess) -> None:
     stt = build_stt(settings, vad=vad)
     tts = build_tts(settings)
     asyncio.run(_load_embedded_models(stt, tts))  # no event loop runs here yet; the job gets its own
-    proc.userdata.update(settings=settings, vad=vad, stt=stt, tts=tts)
+    turn_model, turn_model_problem = load_turn_model(settings)
+    proc.userdata.update(
+        settings=settings, vad=vad, stt=stt, tts=tts, turn_model=turn_model, turn_model_problem=turn_model_problem
+    )
 
 
 async def _load_embedded_models(*components: Any) -> None:
@@ -108,7 +112,13 @@ async def entrypoint(ctx: JobContext) -> None:
     tts = userdata.get("tts") or build_tts(settings)
     llm = build_llm(settings)
 
-    room_session = build_room_session(settings, vad=vad, stt=stt, tts=tts, llm=llm)
+    if "turn_model" in userdata:
+        turn_model, turn_model_problem = userdata["turn_model"], userdata["turn_model_problem"]
+    else:
+        turn_model, turn_model_problem = load_turn_model(settings)
+    room_session = build_room_session(
+        settings, vad=vad, stt=stt, tts=tts, llm=llm, turn_model=turn_model, turn_model_problem=turn_model_problem
+    )
     session = room_session.session
     room = ctx.room
     inbox = StreamInbox()

@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -39,7 +40,7 @@ SETTLE = 3.0
 
 def _python() -> str:
     venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else "python3"
+    return str(venv) if venv.exists() else sys.executable
 
 
 class _Child:

@@ -29,6 +29,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -88,7 +89,7 @@ def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerPr
 
 def _venv_python() -> str:
     venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else "python3"
+    return str(venv) if venv.exists() else sys.executable
 
 
 class TreeMeter:

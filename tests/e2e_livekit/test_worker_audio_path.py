@@ -77,6 +77,7 @@ async def test_each_pause_closes_a_segment_that_is_transcribed_from_the_sessions
             session_events.append(event.type)
 
     transcripts: list[str] = []
+    both_transcribed = asyncio.Event()
     ends_of_speech = 0
 
     async def stt_node() -> None:
@@ -86,6 +87,8 @@ async def test_each_pause_closes_a_segment_that_is_transcribed_from_the_sessions
                 ends_of_speech += 1
             if event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
                 transcripts.append(event.alternatives[0].text)
+                if len(transcripts) == 2:
+                    both_transcribed.set()
 
     reader = asyncio.create_task(session_reads_its_vad())
     node = asyncio.create_task(stt_node())
@@ -95,10 +98,7 @@ async def test_each_pause_closes_a_segment_that_is_transcribed_from_the_sessions
         await asyncio.sleep(0)
     session_stream.end_input()
     await asyncio.wait_for(reader, 120)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while len(transcripts) < 2 and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(both_transcribed.wait(), 120)
     stt_audio.put_nowait(None)  # the session's audio ends: the node ends too
     await asyncio.wait_for(node, 30)
     await session_stream.aclose()
@@ -149,5 +149,5 @@ def test_the_silence_rule_ends_the_turn_after_silence_ms_and_the_model_rule_wait
     model = endpointing("model", silence_ms=1200, max_turn_silence_ms=3000)
     assert model["min_delay"] == PAUSE_MS / 1000 and model["max_delay"] == 3.0
 
-    no_model = RoomTurns(clean_settings(), decider=None)
+    no_model = RoomTurns(clean_settings(), model=None)
     assert no_model.rule == "silence" and no_model.turn_handling(barge_in=True)["turn_detection"] == "vad"
