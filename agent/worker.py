@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import Any
 
 from livekit import rtc
@@ -334,6 +335,9 @@ def job_load(server: AgentServer) -> float:
 
 
 def build_server(settings: Settings) -> AgentServer:
+    # livekit's own on-device models (its VAD and turn-detector v1-mini, ~250 MB) go unused here: our turn model
+    # is agent.speech.turn_model and our VAD silero's plugin; do not preload them into every worker
+    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
     server = AgentServer(
         load_fnc=job_load,
         ws_url=settings.livekit_url,

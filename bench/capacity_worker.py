@@ -18,7 +18,8 @@ Two phases, each with its own server, worker and users:
   the 1-room figure and where no reply went untranscribed; the phase stops at the first step past that.
 
 `BENCH_WORKER_ROOT=/path/to/checkout` runs the worker from another checkout (e.g. the previous release), so a
-before/after comparison runs on the same machine in the same session.
+before/after comparison runs on the same machine in the same session; `BENCH_WORKER_EXECUTOR=thread` runs every
+job in a thread of one process (`bench.worker_threads`) instead of a process per room.
 """
 
 from __future__ import annotations
@@ -67,8 +68,12 @@ def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerPr
         PYTHONPATH=str(root),
     )
     python = root / ".venv" / "bin" / "python"
+    threads = os.environ.get("BENCH_WORKER_EXECUTOR", "process") == "thread"
+    if threads:
+        env["PYTHONPATH"] = f"{root}{os.pathsep}{REPO}"  # the worker's agent package, this bench's entry point
+    module = "bench.worker_threads" if threads else "agent"
     proc = subprocess.Popen(
-        [str(python) if python.exists() else _venv_python(), "-m", "agent", "start"],
+        [str(python) if python.exists() else _venv_python(), "-m", module, "start"],
         cwd=logs,
         env=env,
         stdout=log.open("wb"),
