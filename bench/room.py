@@ -7,6 +7,11 @@ the worker's audio and records the arrival time of every frame), all from `tests
 - (b) `first_audio_room_participant`: converse called on the bridge → first loud frame arriving at the user
   (worker Piper TTS → room → subscribed participant); `first_audio_room_worker` is the worker's own
   `first_audio_ms` (its `say()` → the agent state turning `speaking`, i.e. the first frame played into the room).
+- (a) `eos_to_return_room_Ns`: the user (a room participant) answers a converse call with a Piper reply of about
+  N seconds, as in the local part: converse returned − the moment the reply's last voiced sample left the user's
+  audio source (its capture time plus what the source still had queued). `eos_to_result_room_Ns` is the worker's
+  own `end_of_speech_to_result_ms` (its end of speech → the turn's transcript). Compare with
+  `eos_to_return_local_Ns` (same replies, local loop).
 - (c) the second worker's TTS is `tests.e2e_livekit.fast_tts.FastTTSServer` (a real livekit-agents OpenAI TTS
   plugin against a loopback server that answers every request at once with 40 ms of tone), and nothing is
   transcribed (`wait_for_response=False`). `bridge_worker_roundtrip_stub` is the whole converse call;
@@ -22,16 +27,18 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from livekit import rtc
 
+from agent.speech.audio import resample_int16
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.livekit.workers import ping
-from mcp_bridge.models import ConverseRequest, ProviderError, Stage
+from mcp_bridge.models import ConverseRequest, ListenOptions, ProviderError, Stage
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, TestUser, WorkerProcess, start_server, start_worker
 
 from .harness import Measurement
 from .settings import bench_settings
-from .speech import Speech
+from .speech import REPLY_TEXTS, Reply, Speech, wer
 
 MESSAGE = "Which file should I open first? The configuration or the tests?"
 STUB_MESSAGE = "Done."
@@ -115,6 +122,85 @@ async def _first_audio(server: ServerProcess, iterations: int) -> list[Measureme
     ]
 
 
+class _Listening:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def __call__(self, stage: Stage, message: str) -> None:
+        if stage == Stage.LISTENING:
+            self.event.set()
+
+
+async def _answer(user: TestUser, reply: Reply) -> float:
+    """Speak `reply` into the room in real time; returns when (perf_counter) its last voiced sample left the
+    user's audio source. Then trailing silence, so the turn can end."""
+    source = user._source  # the harness's microphone source: the queue tells when a frame really plays
+    rate = 48000
+    step = rate // 100
+    samples = resample_int16(reply.pcm, 16000, rate)
+    voiced_end = int(reply.voiced_end * rate)
+    ended_at = 0.0
+    tail = np.zeros(rate * 4, dtype=np.int16)
+    audio = np.concatenate([samples, tail])
+    for i in range(0, audio.size - step + 1, step):
+        await source.capture_frame(rtc.AudioFrame(audio[i : i + step].tobytes(), rate, 1, step))
+        if i < voiced_end <= i + step:
+            ended_at = time.perf_counter() + source.queued_duration
+    return ended_at
+
+
+async def _eos_to_return(server: ServerProcess, speech: Speech, iterations: int) -> list[Measurement]:
+    room = f"bench-eos-{uuid.uuid4().hex[:8]}"
+    user = await TestUser.join(server, room, identity="bench-eos-user")
+    transport = _transport(server, room, "voice-mcp")
+    rows: list[Measurement] = []
+    try:
+        await _warm_up(transport)
+        for seconds in (1, 3):
+            texts = REPLY_TEXTS[seconds]
+            returned: list[float | None] = []
+            worker_side: list[float | None] = []
+            errors: list[float] = []
+            for i in range(iterations):
+                reply = await speech.reply(texts[i % len(texts)])
+                listening = _Listening()
+                call = asyncio.create_task(
+                    transport.converse(
+                        ConverseRequest(message="Which one?", listen=ListenOptions(max_seconds=60)), listening
+                    )
+                )
+                await asyncio.wait_for(listening.event.wait(), BOUND)
+                await asyncio.sleep(1.0)  # as the local part: the user answers a second after `listening`
+                speaking = asyncio.create_task(_answer(user, reply))
+                result = await asyncio.wait_for(call, BOUND)
+                done = time.perf_counter()
+                ended_at = await speaking
+                returned.append((done - ended_at) * 1000 if result.heard_speech else None)
+                worker_side.append(result.timings.end_of_speech_to_result_ms)
+                errors.append(wer(reply.text, result.text))
+            rows += [
+                Measurement.of(
+                    f"eos_to_return_room_{seconds}s",
+                    "ms",
+                    returned,
+                    f"(a) through the room: the user's reply (~{seconds} s) ends → converse returned; WER median "
+                    f"{sorted(errors)[len(errors) // 2]:.3f}",
+                    chart=True,
+                    wer=errors,
+                ),
+                Measurement.of(
+                    f"eos_to_result_room_{seconds}s",
+                    "ms",
+                    worker_side,
+                    "(a) the worker's end_of_speech_to_result_ms",
+                ),
+            ]
+    finally:
+        await transport.aclose()
+        await user.leave()
+    return rows
+
+
 async def _round_trip(server: ServerProcess, iterations: int) -> list[Measurement]:
     room = f"bench-stub-{uuid.uuid4().hex[:8]}"
     user = await TestUser.join(server, room, identity="bench-stub-user")
@@ -182,6 +268,7 @@ async def run_room(speech: Speech, *, iterations: int, out: Path) -> list[Measur
                         raise started
                     workers.append(started)
                 rows = await _first_audio(server, iterations)
+                rows += await _eos_to_return(server, speech, max(iterations // 2, 1))
                 rows += await _round_trip(server, iterations)
         finally:
             for worker in workers:
