@@ -73,7 +73,7 @@ def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerPr
         env["PYTHONPATH"] = f"{root}{os.pathsep}{REPO}"  # the worker's agent package, this bench's entry point
     module = "bench.worker_threads" if threads else "agent"
     proc = subprocess.Popen(
-        [str(python) if python.exists() else _venv_python(), "-m", module, "start"],
+        [str(python) if python.exists() else sys.executable, "-m", module, "start"],
         cwd=logs,
         env=env,
         stdout=log.open("wb"),
@@ -90,11 +90,6 @@ def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerPr
         time.sleep(0.2)
     worker.kill()
     raise RuntimeError(f"the worker did not register:\n{worker.output()[-3000:]}")
-
-
-def _venv_python() -> str:
-    venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
 
 
 class TreeMeter:

@@ -13,6 +13,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from agent import package_info
 from agent.config import Settings
 
 from .models import ConverseRequest, ConverseResult, ListenOptions, SpeakOptions, Stage, VoiceError
@@ -53,7 +54,7 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
     server = MCPServer(
         name="voice-mcp",
         instructions="Voice conversations with the user: call `converse` to speak and hear the reply.",
-        version=_version(),
+        version=package_info.version(),
         lifespan=lifespan,
     )
 
@@ -147,12 +148,3 @@ def build_request(
     except ValueError as exc:
         raise ToolError(f"invalid argument: {exc}") from exc
     return ConverseRequest(message=message, wait_for_response=wait_for_response, listen=listen, speak=speak)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("voice-mcp")
-    except PackageNotFoundError:
-        return "0.0.0"
