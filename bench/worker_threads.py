@@ -6,7 +6,9 @@ the product runs one process per room (`python -m agent start`); docs/performanc
 
 from __future__ import annotations
 
-from livekit.agents import JobExecutorType, cli
+from livekit.agents import JobExecutorType
+from livekit.agents.cli import proto
+from livekit.agents.cli.cli import _run_worker  # as agent.__main__ (livekit's thin `start`)
 
 from agent.config import load_settings
 from agent.worker import build_server
@@ -14,4 +16,4 @@ from agent.worker import build_server
 if __name__ == "__main__":
     server = build_server(load_settings())
     server._job_executor_type = JobExecutorType.THREAD  # livekit takes it only as a constructor argument
-    cli.run_app(server)
+    _run_worker(server, proto.CliArgs(log_level="INFO", log_format="json", dev=False))
