@@ -7,6 +7,9 @@ the worker's audio and records the arrival time of every frame), all from `tests
 - (b) `first_audio_room_participant`: converse called on the bridge → first loud frame arriving at the user
   (worker Piper TTS → room → subscribed participant); `first_audio_room_worker` is the worker's own
   `first_audio_ms` (its `say()` → the agent state turning `speaking`, i.e. the first frame played into the room).
+- (b) `first_audio_room_participant_after_quiet`, `first_audio_room_worker_after_quiet`: the same after more than
+  `SpeakerTrack.IDLE_SECONDS` of quiet, when the worker's audio track has been unpublished and must come back
+  (publish, the user's subscription) before the first word plays.
 - (a) `eos_to_return_room_Ns`: the user (a room participant) answers a converse call with a Piper reply of about
   N seconds, as in the local part: converse returned − the moment the reply's last voiced sample left the user's
   audio source (its capture time plus what the source still had queued). `eos_to_result_room_Ns` is the worker's
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
+from agent.speaker_track import IDLE_SECONDS
 from agent.speech.audio import resample_int16
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.livekit.workers import ping
@@ -83,16 +87,19 @@ def _transport(server: ServerProcess, room: str, agent_name: str) -> LiveKitTran
     return LiveKitTransport(settings, worker_start_timeout=BOUND)
 
 
-async def _first_audio(server: ServerProcess, iterations: int) -> list[Measurement]:
+async def _first_audio(server: ServerProcess, iterations: int, *, quiet: float = 0.5) -> list[Measurement]:
+    """`quiet`: seconds without speech before each call (past `SpeakerTrack.IDLE_SECONDS` the worker's track is
+    unpublished and has to come back first)."""
     room = f"bench-{uuid.uuid4().hex[:8]}"
     user = await TestUser.join(server, room, identity="bench-user")
     transport = _transport(server, room, "voice-mcp")
     participant: list[float | None] = []
     worker: list[float | None] = []
+    suffix = "" if quiet < IDLE_SECONDS else "_after_quiet"
     try:
         await _warm_up(transport)
         for _ in range(iterations):
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(quiet)
             called = time.monotonic()
             result = await asyncio.wait_for(
                 transport.converse(ConverseRequest(message=MESSAGE, wait_for_response=False), _nothing), BOUND
@@ -106,14 +113,15 @@ async def _first_audio(server: ServerProcess, iterations: int) -> list[Measureme
         await user.leave()
     return [
         Measurement.of(
-            "first_audio_room_participant",
+            f"first_audio_room_participant{suffix}",
             "ms",
             participant,
-            "(b) bridge converse called → first loud frame at the subscribed user (worker Piper TTS)",
+            f"(b) bridge converse called after {quiet:g} s of quiet → first loud frame at the subscribed user "
+            "(worker Piper TTS)",
             chart=True,
         ),
         Measurement.of(
-            "first_audio_room_worker",
+            f"first_audio_room_worker{suffix}",
             "ms",
             worker,
             "(b) the worker's first_audio_ms: say() → first frame played into the room",
@@ -268,6 +276,7 @@ async def run_room(speech: Speech, *, iterations: int, out: Path) -> list[Measur
                         raise started
                     workers.append(started)
                 rows = await _first_audio(server, iterations)
+                rows += await _first_audio(server, max(iterations // 2, 1), quiet=IDLE_SECONDS + 2.0)
                 rows += await _eos_to_return(server, speech, max(iterations // 2, 1))
                 rows += await _round_trip(server, iterations)
         finally:
