@@ -128,9 +128,7 @@ def _measure(users: list[User], since: float, until: float) -> dict[str, object]
 
 
 async def main(url: str) -> None:
-    speech = Speech()
-    await speech.tts.load()
-    replies = await _prepare(speech)
+    replies: list[np.ndarray] = []  # synthesised when the first talking user is added
     users: list[User] = []
     tasks: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
@@ -141,6 +139,10 @@ async def main(url: str) -> None:
             break
         command, *args = line.split()
         if command in ("idle", "talk"):
+            if command == "talk" and not replies:
+                speech = Speech()
+                await speech.tts.load()
+                replies += await _prepare(speech)
             user = User(args[0], talking=command == "talk")
             users.append(user)
             offset = len(users) * 3  # rooms do not all say the same reply at the same moment
