@@ -168,7 +168,7 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
                 await users.send(
                     f"{'talk' if phase == 'talking' else 'idle'} {name} {server.token(f'user-{rooms}', name)}"
                 )
-                assert (await users.expect(60)).startswith("added")
+                assert (await users.expect(300)).startswith("added")  # the first talking user waits for Piper
                 await _dispatch(server, name)
                 rooms += 1
             await asyncio.sleep(SETTLE)
