@@ -96,6 +96,9 @@ class SpeakerTrack:
     async def _unpublish(self, speeches: int) -> None:
         async with self._lock:
             publication = self._publication()
+            if publication is None and not self._unpublished:
+                self._arm()  # RoomIO has not published its track yet (it waits for the first subscriber)
+                return
             if self._unpublished or publication is None or self._speeches != speeches:
                 return
             await self._room.local_participant.unpublish_track(publication.sid)
