@@ -342,6 +342,9 @@ def build_server(settings: Settings) -> AgentServer:
     # livekit's own on-device models (its VAD and turn-detector v1-mini, ~250 MB) go unused here: our turn model
     # is agent.speech.turn_model and our VAD silero's plugin; do not preload them into every worker
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    # livekit's event-loop watchdog wakes every job process 40-100 times a second; set the variable to a
+    # threshold in ms (livekit's default is 100) to diagnose a stalling loop
+    os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "0")
     server = AgentServer(
         load_fnc=job_load,
         ws_url=settings.livekit_url,
