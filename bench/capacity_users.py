@@ -49,10 +49,14 @@ class User:
     room: rtc.Room = field(default_factory=rtc.Room)
     replies: list[Reply] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    track_sid: str | None = None
 
     def on_text(self, reader: rtc.TextStreamReader, sender: str) -> None:
         attributes = reader.info.attributes or {}
-        if sender != self.room.local_participant.identity or attributes.get("lk.transcription_final") != "true":
+        mine = sender == self.room.local_participant.identity or (
+            self.track_sid is not None and attributes.get("lk.transcribed_track_id") == self.track_sid
+        )
+        if not mine or attributes.get("lk.transcription_final") != "true":
             return
         arrived = time.perf_counter()
         if self.replies and arrived >= self.replies[-1].ended_at:
@@ -88,7 +92,8 @@ async def _run(user: User, url: str, token: str, replies: list[np.ndarray], offs
     source = rtc.AudioSource(RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    await user.room.local_participant.publish_track(track, options)
+    publication = await user.room.local_participant.publish_track(track, options)
+    user.track_sid = publication.sid
     silence = np.zeros(STEP, dtype=np.int16)
     index = offset
     try:
