@@ -34,9 +34,11 @@ RESUBSCRIBE_WAIT = 5.0
 
 class SpeakerTrack:
     def __init__(self, session: AgentSession, room: rtc.Room, output: Any) -> None:
+        """`output`: RoomIO's `audio_output` (with transcription sync on, a wrapper around the track's output)."""
         self._session = session
         self._room = room
-        self._output = output  # livekit's _ParticipantAudioOutput (RoomIO.audio_output)
+        self._output = output  # paused and resumed through the public chain (the wrapper passes it on)
+        self._track_output = _track_output(output)  # livekit's _ParticipantAudioOutput: source, publication
         self._lock = asyncio.Lock()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,7 +114,7 @@ class SpeakerTrack:
             async with self._lock:
                 if not self._unpublished:
                     return
-                output = self._output
+                output = self._track_output
                 track = rtc.LocalAudioTrack.create_audio_track(output._track_name, output._audio_source)
                 publication = await self._room.local_participant.publish_track(track, output._publish_options)
                 output._publication = publication
@@ -127,7 +129,7 @@ class SpeakerTrack:
             self._output.resume()
 
     def _publication(self) -> rtc.LocalTrackPublication | None:
-        publication = getattr(self._output, "_publication", None)
+        publication = getattr(self._track_output, "_publication", None)
         if publication is None or publication.sid not in self._room.local_participant.track_publications:
             return None
         return publication
@@ -135,4 +137,18 @@ class SpeakerTrack:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the agent's audio track could not be changed", exc_info=task.exception())
+
+
+def _track_output(output: Any) -> Any:
+    """The output in the chain that owns the published track (the one with an `rtc.AudioSource`)."""
+    while output is not None and not hasattr(output, "_audio_source"):
+        output = getattr(output, "next_in_chain", None)
+    if output is None:
+        raise RuntimeError("RoomIO's audio output has no audio source (livekit-agents changed?)")
+    return output

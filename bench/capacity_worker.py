@@ -146,6 +146,19 @@ async def _dispatch(server: ServerProcess, room: str) -> None:
         await lkapi.aclose()
 
 
+async def _agent_tracks(server: ServerProcess, rooms: list[str]) -> int:
+    """How many of the rooms have an audio track published by the agent right now."""
+    lkapi = api.LiveKitAPI(server.url, server.api_key, server.api_secret)
+    try:
+        count = 0
+        for room in rooms:
+            listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+            count += sum(len(p.tracks) for p in listed.participants if p.identity.startswith(WORKER_PREFIX))
+        return count
+    finally:
+        await lkapi.aclose()
+
+
 async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) -> list[dict[str, Any]]:
     server = start_server(logs)
     worker: WorkerProcess | None = None
@@ -161,10 +174,12 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
         base_pss, base_rss = meter.memory_mb()
         results.append({"rooms": 0, "cpu_percent": base_cpu, "pss_mb": base_pss, "rss_mb": base_rss})
         rooms = 0
+        names: list[str] = []
         first_eos: float | None = None
         for step in steps:
             while rooms < step:
                 name = f"cap-{phase}-{uuid.uuid4().hex[:6]}-{rooms}"
+                names.append(name)
                 await users.send(
                     f"{'talk' if phase == 'talking' else 'idle'} {name} {server.token(f'user-{rooms}', name)}"
                 )
@@ -172,7 +187,7 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
                 await _dispatch(server, name)
                 rooms += 1
             await asyncio.sleep(SETTLE)
-            row: dict[str, Any] = {"rooms": rooms}
+            row: dict[str, Any] = {"rooms": rooms, "agent_tracks": await _agent_tracks(server, names)}
             if phase == "talking":
                 await users.send(f"measure {seconds}")
                 cpu_task = asyncio.create_task(meter.cpu_percent(seconds))
@@ -223,7 +238,7 @@ def _rows(phase: Phase, results: list[dict[str, Any]]) -> list[Measurement]:
         notes = (
             f"worker tree CPU {r['cpu_percent']:.0f} % of a core ({r['cpu_per_room']:.1f} % per room over the "
             f"{base['cpu_percent']:.0f} % with no room), PSS {r['pss_mb']:.0f} MB ({r['pss_per_room_mb']:.0f} MB per "
-            f"room), load average {r['load_average']:.1f}"
+            f"room), agent tracks published {r['agent_tracks']}/{n}, load average {r['load_average']:.1f}"
         )
         if phase == "idle":
             rows.append(Measurement.single(f"worker_idle_cpu_per_room_{n}", "%", r["cpu_per_room"], notes, **extra))

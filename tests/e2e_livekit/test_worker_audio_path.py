@@ -13,14 +13,18 @@ import jiwer
 import numpy as np
 from livekit import rtc
 from livekit.agents import stt, vad
+from livekit.agents.voice import io
 from livekit.agents.voice.turn import _StreamingTurnDetector
 
+from agent.protocol import Utterance
+from agent.room_session import build_room_session
 from agent.segment_stt import transcribe_segments
 from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
 from agent.speech.audio import resample_int16
 from agent.speech.vad_tap import TappedVAD
 from agent.turn_detector import AudioTurnDetector
 from agent.turn_taking import PAUSE_MS, RoomTurns, endpointing
+from agent.voice_agent import VoiceMcpAgent
 from tests.speech_fixtures import clean_settings
 
 RATE = 16000
@@ -151,3 +155,56 @@ def test_the_silence_rule_ends_the_turn_after_silence_ms_and_the_model_rule_wait
 
     no_model = RoomTurns(clean_settings(), model=None)
     assert no_model.rule == "silence" and no_model.turn_handling(barge_in=True)["turn_detection"] == "vad"
+
+
+class FramesIn(io.AudioInput):
+    """Audio input for an AgentSession: the frames put in `queue`, in real time (50 ms frames at 16 kHz)."""
+
+    def __init__(self) -> None:
+        super().__init__(label="test")
+        self.queue: asyncio.Queue[rtc.AudioFrame] = asyncio.Queue()
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        return await self.queue.get()
+
+
+async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply_with_a_pause(
+    whisper: FasterWhisperSTT, piper: PiperTTS
+) -> None:
+    """The real worker session (`build_room_session`, `VoiceMcpAgent`), fed audio without a room: a reply with a
+    1.5 s pause under a 2.5 s silence rule is one turn whose text has the words before and after the pause."""
+    first = await speech_16k(piper, "We could move the meeting to")
+    second = await speech_16k(piper, "Thursday afternoon instead.")
+    pause = np.zeros(int(RATE * 1.5), dtype=np.int16)
+    audio = np.concatenate([np.zeros(RATE // 2, dtype=np.int16), first, pause, second])
+    silence = frames(np.zeros(RATE * 4, dtype=np.int16))
+
+    settings = clean_settings(silence_ms=2500, turn_detection="silence")
+    room_session = build_room_session(
+        settings, vad=build_vad(settings, silence_ms=PAUSE_MS), stt=whisper, tts=piper, llm=None
+    )
+    turns: list[Utterance] = []
+    committed = asyncio.Event()
+
+    class Service:
+        def on_user_turn(self, utterance: Utterance) -> bool:
+            turns.append(utterance)
+            committed.set()
+            return True
+
+    audio_in = FramesIn()
+    session = room_session.session
+    session.input.audio = audio_in
+    agent = VoiceMcpAgent(Service(), llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
+    await session.start(agent, record=False)
+    try:
+        for frame in [*frames(audio), *silence]:
+            audio_in.queue.put_nowait(frame)
+            await asyncio.sleep(frame.duration)  # real time: endpointing counts wall-clock silence
+        await asyncio.wait_for(committed.wait(), 120)
+    finally:
+        await session.aclose()
+
+    assert len(turns) == 1, [t.text for t in turns]
+    said = set(words(turns[0].text))
+    assert {"meeting", "thursday", "afternoon"} <= said, turns[0].text
