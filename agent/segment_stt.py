@@ -35,15 +35,23 @@ async def transcribe_segments(
     audio: AsyncIterable[rtc.AudioFrame], *, segments: TappedVAD, recognizer: stt.STT
 ) -> AsyncIterator[stt.SpeechEvent]:
     """Speech events for the session: START/END_OF_SPEECH and one FINAL_TRANSCRIPT per transcribed segment."""
-    pending: asyncio.Queue[vad.VADEvent | None] = asyncio.Queue()  # None: the audio input ended
+    # (event, resolved once its transcript is out) in order; None: the audio input ended
+    pending: asyncio.Queue[tuple[vad.VADEvent, asyncio.Future[None] | None] | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
 
     def on_event(event: vad.VADEvent) -> None:
         if event.type == vad.VADEventType.INFERENCE_DONE:
             return
         if pending.qsize() >= MAX_PENDING_SEGMENTS:
             logger.error("STT is %d segments behind; the oldest is skipped", pending.qsize())
-            pending.get_nowait()
-        pending.put_nowait(event)
+            skipped = pending.get_nowait()
+            if skipped is not None and skipped[1] is not None and not skipped[1].done():
+                skipped[1].set_result(None)
+        done: asyncio.Future[None] | None = None
+        if event.type == vad.VADEventType.END_OF_SPEECH:
+            done = loop.create_future()
+            segments.hold(done)  # the session ends no turn before this segment's transcript is out
+        pending.put_nowait((event, done))
 
     async def drain() -> None:
         async for _frame in audio:
@@ -53,20 +61,29 @@ async def transcribe_segments(
     unsubscribe = segments.subscribe(on_event)
     drainer = asyncio.create_task(drain(), name="voice-mcp.stt-drain")
     try:
-        while (event := await pending.get()) is not None:
+        while (item := await pending.get()) is not None:
+            event, done = item
             if event.type == vad.VADEventType.START_OF_SPEECH:
                 yield stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH)
                 continue
-            speech_end_time = time.time() - event.silence_duration - event.inference_duration
-            yield stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, speech_end_time=speech_end_time)
-            transcript = await _recognize(recognizer, event.frames)
-            if transcript is not None:
-                yield stt.SpeechEvent(
-                    type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-                    alternatives=[transcript],
-                    speech_end_time=speech_end_time,
-                )
+            try:
+                speech_end_time = time.time() - event.silence_duration - event.inference_duration
+                yield stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, speech_end_time=speech_end_time)
+                transcript = await _recognize(recognizer, event.frames)
+                if transcript is not None:
+                    yield stt.SpeechEvent(
+                        type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                        alternatives=[transcript],
+                        speech_end_time=speech_end_time,
+                    )
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
     finally:
+        while not pending.empty():  # release the session's held ends of speech
+            item = pending.get_nowait()
+            if item is not None and item[1] is not None and not item[1].done():
+                item[1].set_result(None)
         unsubscribe()
         drainer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

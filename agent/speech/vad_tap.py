@@ -8,13 +8,23 @@ stream of the room, and every event it yields is also handed to the subscribers 
 (`agent.segment_stt`) transcribes the segments the session's VAD already found (`END_OF_SPEECH` carries the
 segment's audio, with its prefix padding).
 
+A subscriber that works on a segment (the STT) can ask the session to wait for it: `hold(done)` from inside the
+listener makes this `END_OF_SPEECH` reach the session only when `done` is resolved (at most `MAX_HOLD` seconds),
+with its `silence_duration` lengthened by the wait, so the session still dates the end of speech correctly and
+its endpointing delay is counted from there. The session therefore never ends a turn while the transcript of its
+last segment is still being made (it would otherwise commit the turn without it, and the late words would start
+the next turn). Other events wait behind a held one, in order.
+
 Tune the wrapped VAD (`inner`, e.g. with `agent.speech.tune_vad`): Silero's options belong to the VAD object and
 all its streams; the worker runs one room per job process, so that is one room's VAD.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 from livekit import rtc
@@ -24,6 +34,11 @@ logger = logging.getLogger("voice_mcp.speech")
 
 VADListener = Callable[[vad.VADEvent], None]
 
+MAX_HOLD = 15.0
+"""Seconds an END_OF_SPEECH waits at most for its segment's transcript before the session gets it anyway: only a
+safety net, above the providers' own timeout (`VOICE_MCP_PROVIDER_TIMEOUT`, 10 s), after which the STT fails and
+releases the hold itself. On a healthy machine the hold lasts as long as Whisper on one segment (~0.3 s)."""
+
 
 class TappedVAD(vad.VAD):
     """`vad.VAD` for one session: streams of the wrapped VAD whose events are also published to subscribers."""
@@ -32,6 +47,7 @@ class TappedVAD(vad.VAD):
         super().__init__(capabilities=inner.capabilities)
         self._inner = inner
         self._listeners: list[VADListener] = []
+        self._holds: list[asyncio.Future[None]] = []
 
     @property
     def inner(self) -> vad.VAD:
@@ -57,6 +73,14 @@ class TappedVAD(vad.VAD):
         """Call `listener` with every event of this session's VAD streams; returns the unsubscribe function."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def hold(self, done: asyncio.Future[None]) -> None:
+        """From a listener, for the END_OF_SPEECH being published: deliver it only once `done` is resolved."""
+        self._holds.append(done)
+
+    def _take_holds(self) -> list[asyncio.Future[None]]:
+        holds, self._holds = self._holds, []
+        return holds
 
     def _publish(self, event: vad.VADEvent) -> None:
         for listener in list(self._listeners):
@@ -89,7 +113,15 @@ class TappedVADStream(vad.VADStream):
     async def __anext__(self) -> vad.VADEvent:
         event = await self._inner.__anext__()
         self._tapped._publish(event)
-        return event
+        holds = self._tapped._take_holds()
+        if not holds or event.type != vad.VADEventType.END_OF_SPEECH:
+            return event
+        started = time.monotonic()
+        _, pending = await asyncio.wait(holds, timeout=MAX_HOLD)
+        if pending:
+            logger.warning("a speech segment's transcript took over %.0f s; the turn may end without it", MAX_HOLD)
+        held = time.monotonic() - started
+        return dataclasses.replace(event, silence_duration=event.silence_duration + held)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
