@@ -43,6 +43,12 @@ MAX_INLINE_BYTES = RPC_PAYLOAD_LIMIT - 1024
 """Largest JSON body sent inline; the rest of the limit is headroom for the SDK's envelope."""
 HEARTBEAT_INTERVAL = 1.0
 
+# --- bounds of one converse call (the bridge's request model and the wire models both use these) -------------------
+LISTEN_MAX_SECONDS = 600.0
+"""Longest a call may listen: a spoken reply, not a dictation session (every later call waits for this one)."""
+MESSAGE_MAX_CHARS = 10_000
+"""Longest message one call speaks: about ten minutes of speech. Longer text is split over several calls."""
+
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
@@ -52,8 +58,8 @@ def new_request_id() -> str:
 
 
 class ListenParams(BaseModel):
-    max_seconds: float = Field(120.0, gt=0)
-    min_seconds: float = Field(2.0, ge=0)
+    max_seconds: float = Field(120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False)
+    min_seconds: float = Field(2.0, ge=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False)
     silence_ms: int = Field(1000, ge=100)
     vad_aggressiveness: int | None = Field(None, ge=0, le=3, description="None: the worker's own setting.")
     silence_detection: bool = True
@@ -129,7 +135,7 @@ class ConverseOk(BaseModel):
     )
     heard_speech: bool
     interrupted: bool = False
-    ended_by: Literal["silence", "max_duration", "not_waiting", "queued"] = "silence"
+    ended_by: Literal["silence", "model", "max_duration", "not_waiting", "queued"] = "silence"
     timings: WireTimings = Field(default_factory=WireTimings)
     stt_provider: str | None = None
     tts_provider: str | None = None

@@ -4,8 +4,8 @@
   transcribes (`agent.segment_stt`), instead of livekit's `stt.StreamAdapter` running a second one.
 - Segments close after a short pause (`turn_taking.PAUSE_MS`) and are transcribed at once; the turn ends by the
   rule of `agent.turn_taking` (end-of-turn model or silence).
-- The user's audio arrives at 16 kHz (what Silero and Whisper use: the native side resamples 48 → 16 kHz once),
-  without automatic gain control (the worker only detects and transcribes speech; nobody listens to it).
+- The user's audio arrives at 16 kHz (what Silero and Whisper use: the native side resamples 48 → 16 kHz once;
+  `agent.devices.SAMPLE_RATE`, the input `UserLinker` installs).
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from livekit.agents import NOT_GIVEN, AgentSession, llm, stt, tts, vad
-from livekit.agents.voice.room_io import AudioInputOptions
 
 from .config import Settings
 from .speech import tune_vad
 from .speech.vad_tap import TappedVAD
 from .turn_taking import PAUSE_MS, RoomTurns, TurnModelHandle
-
-INPUT_SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -64,8 +61,4 @@ def build_room_session(
     return RoomSession(session=session, segments=segments, turns=turns, vad=vad)
 
 
-def audio_input_options() -> AudioInputOptions:
-    return AudioInputOptions(sample_rate=INPUT_SAMPLE_RATE, auto_gain_control=False)
-
-
-__all__ = ["PAUSE_MS", "RoomSession", "audio_input_options", "build_room_session"]
+__all__ = ["PAUSE_MS", "RoomSession", "build_room_session"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 
@@ -15,8 +14,10 @@ from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
 from livekit.agents.voice.room_io import TextInputEvent
 
 from .converse_service import ConverseService, SpeakOutcome
+from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason
 from .protocol import Utterance
 from .segment_stt import transcribe_segments
+from .speech.text_chunks import speech_chunks
 from .speech.vad_tap import TappedVAD
 
 logger = logging.getLogger("voice-mcp.worker")
@@ -140,6 +141,17 @@ class AgentSessionPort:
         # queued together (no gaps between parts); an interruption stops the parts still to come
         handles = [self._session.say(part, allow_interruptions=allow_interruptions) for part in speech_parts(text)]
         interrupted = False
+        overdue: list[str] = []
+        bound = min(within, FIRST_AUDIO_WITHIN)
+
+        def first_audio_overdue() -> None:  # a first call must not wait the whole message's bound in silence
+            if not first_audio.done():
+                overdue.append(f"no audio was played within {bound:.0f} s: {nothing_played_reason(self._session)}")
+                for handle in handles:
+                    if not handle.done():
+                        handle.interrupt(force=True)
+
+        watchdog = loop.call_later(bound, first_audio_overdue)
         try:
             async with asyncio.timeout(within):
                 for handle in handles:
@@ -150,13 +162,20 @@ class AgentSessionPort:
         except TimeoutError:
             return SpeakOutcome(interrupted=True, error=f"speaking did not finish within {within:.0f} s")
         finally:
+            watchdog.cancel()
             for handle in handles:
                 if not handle.done():
                     handle.interrupt(force=True)
             self._session.off("agent_state_changed", on_state)
             self._session.off("error", on_error)
         if not first_audio.done():
-            return SpeakOutcome(interrupted=interrupted, error="; ".join(errors) if errors else None)
+            if overdue or errors:
+                return SpeakOutcome(interrupted=True, error="; ".join([*overdue, *errors]))
+            if not interrupted:  # finished without a single frame played: not spoken, whatever the handles say
+                return SpeakOutcome(
+                    interrupted=False, error=f"the message was not played: {nothing_played_reason(self._session)}"
+                )
+            return SpeakOutcome(interrupted=True)  # the user spoke before the first word
         audio_at = first_audio.result()
         return SpeakOutcome(
             interrupted=interrupted, first_audio_s=audio_at - started, speak_s=time.monotonic() - audio_at
@@ -183,24 +202,10 @@ SPEECH_PART_CHARS = 1500
 
 
 def speech_parts(text: str, limit: int = SPEECH_PART_CHARS) -> list[str]:
-    """`text` cut at sentence ends into parts of about `limit` characters (a long sentence stays whole).
+    """`text` cut at sentence ends into parts of at most `limit` characters (a longer sentence at a space).
 
     livekit-agents' transcript synchronizer re-measures the pending text for every word it releases, which is
     quadratic in the length of one `say()`: a 50 kB message would stall the worker's event loop for minutes.
     Parts of a few sentences keep that cost small; joined they are exactly the original words.
     """
-    if len(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    current = ""
-    for sentence in _SENTENCE_END.split(text):
-        if current and len(current) + len(sentence) > limit:
-            parts.append(current)
-            current = ""
-        current += sentence
-    if current.strip():
-        parts.append(current)
-    return parts
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")
+    return speech_chunks(text, limit) or [text]

@@ -58,7 +58,7 @@ class ExchangeLog:
             }
         if error is not None:
             entry["error"] = {
-                "code": error.code if isinstance(error, VoiceError) else "internal",
+                "code": error_code(error),
                 "type": type(error).__name__,
                 "message": str(error),
             }
@@ -73,6 +73,15 @@ class ExchangeLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
+
+
+def error_code(error: BaseException) -> str:
+    """The `[code]` of a failed exchange: the VoiceError's own, `cancelled` when the client cancelled the call."""
+    if isinstance(error, VoiceError):
+        return error.code
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return "internal"
 
 
 def read_entries(path: Path) -> list[dict[str, Any]]:

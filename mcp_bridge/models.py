@@ -6,6 +6,7 @@ A transport (local loop, LiveKit room) takes a `ConverseRequest` and returns a `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
@@ -13,10 +14,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from agent.protocol import LISTEN_MAX_SECONDS, MESSAGE_MAX_CHARS
+
 TransportName = Literal["local", "livekit"]
 
 
 class Stage(StrEnum):
+    WAITING = "waiting"
+    """For the previous converse call to finish (calls run one at a time)."""
     SPEAKING = "speaking"
     LISTENING = "listening"
     TRANSCRIBING = "transcribing"
@@ -31,8 +36,14 @@ async def no_progress(stage: Stage, message: str) -> None:
 
 
 class ListenOptions(BaseModel):
-    max_seconds: float = Field(120.0, gt=0, description="Stop listening after this long, speech or not.")
-    min_seconds: float = Field(2.0, ge=0, description="Silence cannot end the turn before this much listening.")
+    max_seconds: float = Field(
+        120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False,
+        description="Stop listening after this long, speech or not.",
+    )
+    min_seconds: float = Field(
+        2.0, ge=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False,
+        description="Silence cannot end the turn before this much listening.",
+    )
     silence_ms: int = Field(1000, ge=100, description="Silence after speech that ends the turn.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 permissive … 3 strict speech detection.")
     silence_detection: bool = Field(True, description="False: listen for the full max_seconds.")
@@ -46,7 +57,7 @@ class SpeakOptions(BaseModel):
 
 
 class ConverseRequest(BaseModel):
-    message: str
+    message: str = Field(max_length=MESSAGE_MAX_CHARS, description="What to say; split longer text over calls.")
     wait_for_response: bool = True
     listen: ListenOptions = Field(default_factory=ListenOptions)
     speak: SpeakOptions = Field(default_factory=SpeakOptions)
@@ -74,8 +85,10 @@ class ConverseResult(BaseModel):
     stt_provider: str | None = None
     tts_provider: str | None = None
     interrupted: bool = Field(False, description="The user started talking before the message was finished.")
-    ended_by: Literal["silence", "max_duration", "not_waiting", "queued"] = Field(
-        "silence", description="queued: the reply was said earlier, while no converse was waiting (LiveKit)."
+    ended_by: Literal["silence", "model", "max_duration", "not_waiting", "queued"] = Field(
+        "silence",
+        description="silence: the silence rule ended the turn; model: the end-of-turn model judged the user done; "
+        "queued: the reply was said earlier, while no converse was waiting (LiveKit)."
     )
     earlier: list[str] = Field(
         default_factory=list,
@@ -88,11 +101,47 @@ class VoiceError(Exception):
     """Base of every error a user may see from voice-mcp. `hint` says what to do."""
 
     code = "voice_error"
+    audio_path: Path | None = None
+    """Where the user's reply (or the part heard before the failure) was saved, if it was."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         self.message = message
         self.hint = hint
-        super().__init__(f"{message} {hint}".strip())
+        super().__init__(join_sentences(message, hint))
+
+    def with_saved_reply(self, audio_path: Path | None, note: str) -> VoiceError:
+        """The same error, its hint ending with `note` (where the reply went, or why it could not be kept)."""
+        error = copy.copy(self)
+        error.hint = join_sentences(self.hint, note)
+        error.args = (join_sentences(self.message, error.hint),)
+        error.audio_path = audio_path
+        return error
+
+
+def join_sentences(*parts: str) -> str:
+    """`parts` as one text, each ending with a full stop unless it has its own punctuation (so a message and its
+    hint never run together)."""
+    out: list[str] = []
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if out and part[0].islower():
+            part = part[0].upper() + part[1:]
+        out.append(part if part[-1] in ".!?:;)" else part + ".")
+    return " ".join(out)
+
+
+class InvalidArgument(VoiceError):
+    """A tool argument outside what a call accepts."""
+
+    code = "invalid_argument"
+
+
+class Busy(VoiceError):
+    """Another converse call held the microphone and speaker for longer than a waiting call may wait."""
+
+    code = "busy"
 
 
 class AudioDeviceError(VoiceError):
@@ -113,10 +162,10 @@ class TranscriptionFailed(ProviderError):
     code = "transcription_failed"
 
     def __init__(self, message: str, hint: str = "", audio_path: Path | None = None) -> None:
-        self.audio_path = audio_path
         if audio_path is not None:
-            hint = f"{hint} The reply was saved to {audio_path}.".strip()
+            hint = join_sentences(hint, f"The reply was saved to {audio_path}")
         super().__init__(message, hint)
+        self.audio_path = audio_path
 
 
 class TransportUnavailable(VoiceError):

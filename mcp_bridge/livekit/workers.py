@@ -14,6 +14,8 @@ from agent.protocol import ATTR_ROLE, RPC_PING, WORKER_IDENTITY_PREFIX, PingCall
 logger = logging.getLogger("voice-mcp.livekit")
 
 PING_TIMEOUT = 3.0
+LEFT_POLL = 0.05
+"""How often a ping checks that the participant it asks is still in the room."""
 DISPATCH_PATIENCE = 15.0
 """A dispatch younger than this may still be starting: do not send another (a duplicate would leave again)."""
 
@@ -24,16 +26,25 @@ class WorkerHandle:
     info: PingReply
 
 
+def is_worker(participant: rtc.RemoteParticipant) -> bool:
+    return (
+        participant.identity.startswith(WORKER_IDENTITY_PREFIX)
+        or participant.attributes.get(ATTR_ROLE) == "worker"
+        or participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    )
+
+
 def worker_candidates(room: rtc.Room) -> list[rtc.RemoteParticipant]:
     """Participants that may be voice-mcp workers, in the order a contested room is kept by them."""
-    found = [
-        p
-        for p in room.remote_participants.values()
-        if p.identity.startswith(WORKER_IDENTITY_PREFIX)
-        or p.attributes.get(ATTR_ROLE) == "worker"
-        or p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    ]
+    found = [p for p in room.remote_participants.values() if is_worker(p)]
     return sorted(found, key=lambda p: p.identity)  # the worker that keeps a contested room (agent.worker)
+
+
+def users_present(room: rtc.Room, bridge_identity: str) -> bool:
+    """Whether anybody the worker would listen to is in the room (the worker's own rule, `agent.linking`)."""
+    from agent.linking import is_user  # imports livekit-agents: only when a room is there to look at
+
+    return any(is_user(p, bridge_identity) for p in room.remote_participants.values())
 
 
 _SILENT_CODES = {
@@ -52,8 +63,10 @@ class PingResult:
 
 
 async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> PingResult:
-    try:
-        payload = await asyncio.wait_for(
+    """Ask `identity` whether it serves voice-mcp. A participant that leaves the room meanwhile (a crashed worker
+    the server has just noticed) counts as silent at once, not after `within` seconds."""
+    rpc = asyncio.ensure_future(
+        asyncio.wait_for(
             room.local_participant.perform_rpc(
                 destination_identity=identity,
                 method=RPC_PING,
@@ -63,11 +76,21 @@ async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> P
             ),
             timeout=within + 0.5,
         )
+    )
+    try:
+        while not rpc.done():
+            if identity not in room.remote_participants:
+                return PingResult(None, silent=True)
+            await asyncio.wait({rpc}, timeout=LEFT_POLL)
+        payload = rpc.result()
     except TimeoutError:
         return PingResult(None, silent=True)
     except rtc.RpcError as exc:
         logger.debug("worker %s did not answer a ping: %s", identity, exc)
         return PingResult(None, silent=exc.code in _SILENT_CODES)
+    finally:
+        if not rpc.done():
+            rpc.cancel()
     try:
         return PingResult(PingReply.model_validate_json(payload), silent=False)
     except ValueError:
