@@ -127,6 +127,18 @@ class Settings(BaseSettings):
     )
     silence_ms: int = Field(1000, ge=100, le=10000, description="Silence that ends a turn, in milliseconds.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 = most permissive, 3 = strictest speech detection.")
+    turn_detection: Literal["model", "silence"] = Field(
+        "model",
+        description="How a turn ends: model = the end-of-turn model (Smart Turn) decides after a short pause, "
+        "silence = after silence_ms of silence (also the fallback when the model cannot load).",
+    )
+    max_turn_silence_ms: int = Field(
+        3000, ge=500, le=30000,
+        description="With turn_detection=model: the silence that ends a turn the model judged unfinished.",
+    )
+    turn_model: str | None = Field(
+        None, description="Path to the Smart Turn .onnx file (default: the one scripts/fetch-turn-model installs)."
+    )
     audio_cues: bool = True
     barge_in: bool = Field(True, description="Stop speaking when the user starts talking over the assistant.")
     echo_cancellation: bool = True
@@ -150,10 +162,35 @@ class Settings(BaseSettings):
     livekit_timeout: float = Field(5.0, gt=0, description="Seconds to wait for LiveKit and a worker before fallback.")
     bridge_identity: str = Field("voice-mcp-bridge", description="Identity the bridge joins the room as.")
     worker_port: int = Field(8081, ge=0, le=65535, description="Worker health-check HTTP port (0: any free port).")
+    room_idle_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds without a human participant after which the bridge deletes a room other than the "
+        "persistent one (0: never).",
+    )
     llm_model: str | None = Field(
         None, description="Worker LLM (OpenAI-compatible) that answers the user while no converse call waits."
     )
     llm_base_url: str | None = Field(None, description="Base URL of the LLM server (default: openai_base_url).")
+
+    # --- joining from a browser (voice-mcp web / link) and the MCP HTTP transport -----------------------------
+    web_port: int = Field(8780, ge=1, le=65535, description="Port of `voice-mcp web` (the page and token service).")
+    web_url: str | None = Field(
+        None,
+        description="Address of the page as a phone opens it, for join links (e.g. https://voice.example.net); "
+        "default http://127.0.0.1:<web_port>.",
+    )
+    web_livekit_url: str | None = Field(
+        None, description="LiveKit URL handed to browsers (default LIVEKIT_URL): what a phone can reach."
+    )
+    http_token: str | None = Field(
+        None,
+        min_length=32,
+        description="Bearer token for `voice-mcp serve --http`; required off loopback (generated once if unset).",
+    )
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host headers `serve --http` accepts off loopback, e.g. myhost:8765."
+    )
 
     # --- records -------------------------------------------------------------------------------------------------
     data_dir: Path = Field(
@@ -175,6 +212,11 @@ class Settings(BaseSettings):
             if not _is_livekit_url(value):
                 raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
         return value
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: object) -> object:
+        return _split_list(value)
 
     @field_validator("stt", mode="before")
     @classmethod

@@ -135,7 +135,7 @@ class ConverseOk(BaseModel):
     )
     heard_speech: bool
     interrupted: bool = False
-    ended_by: Literal["silence", "max_duration", "not_waiting", "queued"] = "silence"
+    ended_by: Literal["silence", "model", "max_duration", "not_waiting", "queued"] = "silence"
     timings: WireTimings = Field(default_factory=WireTimings)
     stt_provider: str | None = None
     tts_provider: str | None = None

@@ -43,7 +43,9 @@ async def _endpointing(ctx: Context) -> list[Measurement]:
     from .endpointing import run_side_by_side
     from .settings import bench_settings
 
-    return await run_side_by_side(ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1))
+    return await run_side_by_side(
+        ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1), pause_count=ctx.n(20, 4)
+    )
 
 
 async def _local(ctx: Context) -> list[Measurement]:
@@ -64,6 +66,13 @@ async def _capacity(ctx: Context) -> list[Measurement]:
     return await run_capacity(ctx.speech, max_rooms=ctx.n(32, 2), seconds=ctx.n(20.0, 6.0), out=ctx.out)
 
 
+async def _worker(ctx: Context) -> list[Measurement]:
+    from .capacity_worker import run_worker_capacity
+
+    steps = [1, 2] if ctx.quick else [1, 2, 4, 8, 12, 16, 20, 24]
+    return await run_worker_capacity(steps=steps, seconds=ctx.n(20.0, 8.0), out=ctx.out)
+
+
 async def _fallback(ctx: Context) -> list[Measurement]:
     from .fallback import run_fallback
 
@@ -80,13 +89,23 @@ async def _load(ctx: Context) -> list[Measurement]:
 
 PARTS: list[Part] = [
     Part("rtf", "(d) STT and TTS real-time factors", _rtf),
-    Part("endpointing", "side by side: fixed 1 s silence (webrtcvad) vs ours, latency ratio and WER", _endpointing),
+    Part(
+        "endpointing",
+        "side by side: fixed 1 s silence (webrtcvad) vs our silence rule vs the turn model: latency, WER, cut-offs",
+        _endpointing,
+    ),
     Part("local", "(a) end of speech → converse returns, (b) converse → first audio, local loop", _local),
     Part("room", "(b) converse → first audio through a room, (c) bridge↔worker round trip", _room, needs_netns=True),
     Part(
         "capacity",
         "(e) rooms per worker process with VAD before audio is late, memory per room",
         _capacity,
+        needs_netns=True,
+    ),
+    Part(
+        "worker",
+        "(e) the real worker: CPU and memory per idle room, end of speech → text as talking rooms are added",
+        _worker,
         needs_netns=True,
     ),
     Part("fallback", "auto's decision after the worker is killed (room state, not a timeout)", _fallback,

@@ -85,8 +85,10 @@ class ConverseResult(BaseModel):
     stt_provider: str | None = None
     tts_provider: str | None = None
     interrupted: bool = Field(False, description="The user started talking before the message was finished.")
-    ended_by: Literal["silence", "max_duration", "not_waiting", "queued"] = Field(
-        "silence", description="queued: the reply was said earlier, while no converse was waiting (LiveKit)."
+    ended_by: Literal["silence", "model", "max_duration", "not_waiting", "queued"] = Field(
+        "silence",
+        description="silence: the silence rule ended the turn; model: the end-of-turn model judged the user done; "
+        "queued: the reply was said earlier, while no converse was waiting (LiveKit)."
     )
     earlier: list[str] = Field(
         default_factory=list,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
@@ -17,6 +17,7 @@ from agent import package_info
 from agent.config import Settings
 from agent.protocol import LISTEN_MAX_SECONDS, MESSAGE_MAX_CHARS
 
+from .livekit.rooms import CloseResult, RoomList, RoomManager, RoomStatus
 from .models import (
     ConverseRequest,
     ConverseResult,
@@ -29,6 +30,7 @@ from .models import (
 from .service import MODEL_LOAD_GRACE, StatusReport, VoiceService
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Sent to the model with every request: keep it short. The long guidance is the voice://guide resource.
 CONVERSE_DESCRIPTION = """Speak `message` to the user aloud and return what they answer, as text.
@@ -40,6 +42,11 @@ the transport used and per-stage timings. Read the voice://guide resource for us
 
 STATUS_DESCRIPTION = "Report the speech providers, audio devices and transports with their health, and what to fix."
 
+JOIN_LINK_DESCRIPTION = (
+    "Create a one-time link (url, code, expires_at) the user opens on a phone or browser to join the voice room. "
+    "It works once, until it expires; share it only with the user."
+)
+
 _STAGE_PROGRESS = {Stage.WAITING: 0, Stage.SPEAKING: 1, Stage.LISTENING: 2, Stage.TRANSCRIBING: 3, Stage.DONE: 4}
 
 
@@ -50,14 +57,20 @@ def _guide() -> str:
 def create_server(settings: Settings, service: VoiceService | None = None, *, prewarm: bool = True) -> MCPServer:
     voice_service = service or VoiceService(settings)
 
+    rooms = room_manager(settings, voice_service)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[None]:
         warming = asyncio.create_task(voice_service.prewarm()) if prewarm else None
+        if rooms is not None:
+            rooms.start()  # idle room cleanup
         try:
             yield
         finally:
             if warming is not None:  # not cancelled: its thread would go on loading after the loop is gone
                 await asyncio.wait({warming}, timeout=MODEL_LOAD_GRACE)
+            if rooms is not None:
+                await rooms.aclose()
             await voice_service.aclose()  # also waits for models still loading on their own threads
 
     server = VoiceMCPServer(
@@ -126,11 +139,75 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
     async def voice_status() -> StatusReport:
         return await voice_service.status()
 
+    register_room_tools(server, rooms)
+
+    @server.tool(description=JOIN_LINK_DESCRIPTION)
+    def create_join_link(
+        ttl_seconds: Annotated[int, Field(ge=1, le=86400, description="Seconds the link works.")] = 600,
+    ) -> dict[str, str]:
+        from .access.links import create_join_link as make_link
+        from .access.store import AccessError
+
+        try:
+            return make_link(settings, ttl_seconds).as_dict()
+        except AccessError as exc:
+            raise ToolError(f"[{exc.code}] {exc}") from exc
+
     @server.resource("voice://guide", name="guide", mime_type="text/markdown", description="How to use converse well.")
     def guide() -> str:
         return _guide()
 
     return server
+
+
+def room_manager(settings: Settings, service: VoiceService) -> RoomManager | None:
+    if not settings.livekit_configured:
+        return None
+    return RoomManager(settings, transport=service.livekit_transport)
+
+
+def register_room_tools(server: MCPServer, rooms: RoomManager | None) -> None:
+    """list_rooms, room_status and close_room (mcp_bridge/livekit/rooms.py does the work)."""
+
+    def manager() -> RoomManager:
+        if rooms is None:
+            raise ToolError(
+                "[livekit_not_configured] LiveKit is not configured: set LIVEKIT_URL, LIVEKIT_API_KEY "
+                "and LIVEKIT_API_SECRET"
+            )
+        return rooms
+
+    async def run(work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except VoiceError as exc:
+            raise ToolError(f"[{exc.code}] {exc}") from exc
+
+    @server.tool(
+        description="List the LiveKit rooms: participants (identity, kind, role), whether a worker is in "
+        "each, created and last activity times, and what idle cleanup deleted."
+    )
+    async def list_rooms() -> RoomList:
+        return await run(manager().list_rooms())
+
+    @server.tool(
+        description="Status of a LiveKit room (default: the persistent room): participants, whether the "
+        "worker is there and answers, whether a converse is waiting, queued utterances, connection quality."
+    )
+    async def room_status(
+        room: Annotated[str | None, Field(description="Room name; default the persistent room.")] = None,
+    ) -> RoomStatus:
+        return await run(manager().room_status(room))
+
+    @server.tool(
+        description="Close (delete) a LiveKit room, disconnecting everybody in it. The persistent room "
+        "is refused unless force=true."
+    )
+    async def close_room(
+        room: Annotated[str, Field(description="Name of the room to close.")],
+        force: Annotated[bool, Field(description="Also close the persistent room.")] = False,
+    ) -> CloseResult:
+        return await run(manager().close_room(room, force=force))
 
 
 def build_request(

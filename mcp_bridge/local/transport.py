@@ -6,8 +6,13 @@ Order of one exchange:
 2. speak the message sentence by sentence through the shared TTS (the first sentence plays while the next is
    synthesised; a sentence too long for one synthesis goes in pieces, see `agent.speech.text_chunks`); speech from
    the user meanwhile marks the result `interrupted` and, with `barge_in`, silences the assistant at once;
-3. play the "listening" cue and listen until the turn ends (see `endpointing`), play the "done" cue, and return the
-   transcript with timings.
+3. play the "listening" cue and listen until the turn ends (see `endpointing`), and return the transcript with
+   timings as soon as it is ready; the "done" cue finishes playing and the devices close after `converse` has
+   returned (the next exchange and `aclose()` wait for that, so nothing outlives the transport).
+
+The first sentence is synthesised while the devices open. The end-of-turn model (`agent.speech.turn_model`) is
+loaded on the first exchange that listens, in the background, and kept; if it cannot load, turns end by silence
+and `health()` says why.
 
 The STT, TTS and VAD objects are injected: they are the one set shared with the LiveKit worker.
 """
@@ -28,6 +33,7 @@ from livekit.agents import vad as lk_vad
 from agent.config import Settings
 from agent.speech import provider_label
 from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
+from agent.speech.turn_model import TurnModel, TurnModelUnavailable, find_model
 from mcp_bridge.cancel_safe import finish
 from mcp_bridge.models import (
     AudioDeviceError,
@@ -84,6 +90,12 @@ class LocalTransport:
         self._lock = asyncio.Lock()  # one exchange at a time: there is one microphone and one speaker
         self._tts_variants: dict[tuple[str | None, float | None], lk_tts.TTS] = {}
         self._closing_variants: set[asyncio.Task[None]] = set()
+        self._settling: asyncio.Task[None] | None = None
+        """The last exchange's cue draining and device closing, after its converse returned."""
+        self._turn_model: asyncio.Task[TurnModel | None] | None = None
+        self.turn_model_problem: str | None = None
+        """Why turns end by silence although VOICE_MCP_TURN_DETECTION=model (load or run failure)."""
+        self._model_broken = False
 
     # --- Transport protocol -------------------------------------------------------------------------------------
 
@@ -96,20 +108,82 @@ class LocalTransport:
             )
         except AudioDeviceError as exc:
             return TransportHealth(name="local", available=False, detail=str(exc))
-        return TransportHealth(name="local", available=True, detail=f"microphone {mic}, speaker {speaker}")
+        return TransportHealth(
+            name="local", available=True, detail=f"microphone {mic}, speaker {speaker}; {self.turn_detection()}"
+        )
+
+    def turn_detection(self) -> str:
+        """How turns end, for `voice_status`; a warning when the model was asked for but is not used."""
+        if self.settings.turn_detection == "silence":
+            return f"end of turn: silence ({self.settings.silence_ms} ms, VOICE_MCP_TURN_DETECTION=silence)"
+        problem = self.turn_model_problem
+        if problem is None and self._turn_model is None:
+            try:
+                find_model(self.settings.turn_model)
+            except TurnModelUnavailable as exc:
+                problem = str(exc)
+        if problem is not None:
+            return (
+                f"warning: the end-of-turn model is not used, turns end after {self.settings.silence_ms} ms of "
+                f"silence: {problem}"
+            )
+        return (
+            "end of turn: Smart Turn v3.2 model after a short pause, at most "
+            f"{max(self.settings.silence_ms, self.settings.max_turn_silence_ms)} ms of silence"
+        )
+
+    def turn_model(self) -> asyncio.Task[TurnModel | None] | None:
+        """The end-of-turn model, loading in the background on first use; None with turn_detection=silence or
+        after the model failed."""
+        if self.settings.turn_detection != "model" or self._model_broken:
+            return None
+        if self._turn_model is None:
+            loading = self._load_turn_model()
+            self._turn_model = asyncio.get_running_loop().create_task(loading, name="voice-mcp-turn-load")
+        return self._turn_model
+
+    async def _load_turn_model(self) -> TurnModel | None:
+        try:
+            return await TurnModel.load(self.settings.turn_model)
+        except Exception as exc:  # TurnModelUnavailable, or anything else the loader ran into
+            log.warning("end-of-turn model unavailable, turns end by silence: %s", exc)
+            self.turn_model_problem = str(exc)
+            return None
+
+    def turn_model_failed(self, problem: str) -> None:
+        """The model failed during a turn: use the silence rule from now on (reported by `health()`)."""
+        self.turn_model_problem = f"the model failed: {problem}"
+        self._model_broken = True
+
+    async def settle(self) -> None:
+        """Wait until the previous exchange has released the devices."""
+        if self._settling is not None:
+            await asyncio.shield(self._settling)  # a cancelled caller leaves it running, and still owned here
+            self._settling = None
 
     async def aclose(self) -> None:
         async with self._lock:  # the exchange in progress (if any) finished; streams are per exchange
+            await self.settle()
             variants, self._tts_variants = list(self._tts_variants.values()), {}
             for variant in variants:  # built here, so closed here; the shared providers belong to the caller
                 await variant.aclose()
             if self._closing_variants:
                 await asyncio.wait(self._closing_variants)
+            loading, self._turn_model = self._turn_model, None
+            if loading is not None:
+                model = await loading
+                if model is not None:
+                    await model.aclose()
 
     async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
         started = time.perf_counter()
         async with self._lock:
-            return await _Exchange(self, request, progress, started).run()
+            await self.settle()
+            exchange = _Exchange(self, request, progress, started)
+            try:
+                return await exchange.run()
+            finally:
+                self._settling = exchange.settling
 
     # --- speaking -----------------------------------------------------------------------------------------------
 
@@ -184,6 +258,10 @@ class _Exchange:
         self.speak_ended: float | None = None
         self.cues = request.listen.audio_cues and self.settings.audio_cues
         self.tts = transport.tts_for(request.speak)
+        self.settling: asyncio.Task[None] | None = None
+        """Cue draining and device closing, left running when the result is ready (the transport awaits it)."""
+        self._audio: asyncio.Queue[rtc.AudioFrame | BaseException | None] = asyncio.Queue()
+        self._synthesis: asyncio.Task[None] | None = None
 
     async def progress(self, stage: Stage, message: str) -> None:
         try:
@@ -193,6 +271,9 @@ class _Exchange:
 
     async def run(self) -> ConverseResult:
         listening = self.request.wait_for_response
+        message = self.request.message.strip()
+        if message:  # the first sentence is synthesised while the devices open
+            self._synthesis = asyncio.create_task(self._synthesize(message), name="voice-mcp-tts")
         await asyncio.to_thread(
             prune_failed_replies, self.settings.data_dir / "recordings", self.settings.keep_failed_audio_days
         )
@@ -204,27 +285,50 @@ class _Exchange:
         self.player = Player(speaker, echo=echo)
         self.mic = Microphone(mic_device, echo=echo) if mic_device is not None else None
         listen_task: asyncio.Task[Heard] | None = None
+        done = False
         try:
             if self.mic is not None:
                 await self.mic.start()  # before speaking: a reply spoken over the message is not lost
             await self.player.start()
-            listener = self._listener() if self.mic is not None else None
+            listener = self._listener(self.t.turn_model()) if self.mic is not None else None
             if listener is not None:
                 listen_task = asyncio.create_task(listener.run(), name="voice-mcp-listen")
             await self._speak(listen_task)
             if listener is None or listen_task is None:
-                return self._result(None)
-            heard = await self._listen(listener, listen_task)
-            return self._result(heard)
+                result = self._result(None)
+            else:
+                heard = await self._listen(listener, listen_task)
+                if listener.model_error is not None:
+                    self.t.turn_model_failed(listener.model_error)
+                result = self._result(heard)
+            done = True
+            return result
         finally:
-            await self._cleanup(listen_task)
+            if self._synthesis is not None:
+                await _stop_task(self._synthesis)
+            if done:  # the user has their answer: the cue drains and the devices close after we return
+                self.settling = asyncio.create_task(self._cleanup(listen_task), name="voice-mcp-settle")
+            else:
+                await self._cleanup(listen_task)
 
-    def _listener(self) -> Listener:
+    async def _synthesize(self, message: str) -> None:
+        try:
+            async for frame in self.t.synthesize(message, self.tts):
+                self._audio.put_nowait(frame)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._audio.put_nowait(exc)
+        else:
+            self._audio.put_nowait(None)
+
+    def _listener(self, turn_model: asyncio.Task[TurnModel | None] | None) -> Listener:
         assert self.mic is not None
         opts = self.request.listen
         config = EndpointConfig.from_options(
             max_seconds=opts.max_seconds, min_seconds=opts.min_seconds, silence_ms=opts.silence_ms,
             vad_aggressiveness=opts.vad_aggressiveness, silence_detection=opts.silence_detection,
+            turn_model=turn_model is not None, max_turn_silence_ms=self.settings.max_turn_silence_ms,
         )
         transcriber = Transcriber(self.t.stt, language=opts.language, provider_timeout=self.settings.provider_timeout)
         return Listener(
@@ -233,6 +337,7 @@ class _Exchange:
             keep_failed_audio_days=self.settings.keep_failed_audio_days,
             on_speech_started=self._on_speech_started,
             early_transcription=self.t.early_transcription,
+            turn_model=turn_model,
         )
 
     def _on_speech_started(self, event: SpeechStarted) -> None:
@@ -244,6 +349,8 @@ class _Exchange:
             log.info("user spoke over the assistant: stopped speaking (%.1f s unsaid)", dropped)
             if self.speak_task is not None:
                 self.speak_task.cancel()
+            if self._synthesis is not None:
+                self._synthesis.cancel()
 
     async def _speak(self, listen_task: asyncio.Task[Heard] | None) -> None:
         assert self.player is not None
@@ -272,8 +379,10 @@ class _Exchange:
     async def _play_message(self, message: str) -> None:
         assert self.player is not None
         self.player.begin()
-        async for frame in self.t.synthesize(message, self.tts):
-            self.player.push(frame)
+        while (item := await self._audio.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            self.player.push(item)
         self.player.end()
         await self.player.wait_done()
 

@@ -3,7 +3,8 @@ closing the session while the models still load must end the process cleanly.
 
 A real MCP client spawns `python -m mcp_bridge`; the server speaks through the private PulseAudio's virtual speaker
 and hears its virtual microphone. The STT is a real OpenAI-compatible server on loopback (backed by faster-whisper
-in this process) that can be held, as a stalled server is, so a call is reliably caught while transcribing.
+in this process) that can be held, as a stalled server is, so a call is reliably caught while transcribing; for the
+last call it is stopped and the server's embedded faster-whisper (next in VOICE_MCP_STT) answers.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def server_params(virtual_audio: VirtualAudio, data_dir: Path, stt_url: str) -> 
     env |= virtual_audio.env | {
         "VOICE_MCP_DATA_DIR": str(data_dir),
         "VOICE_MCP_SILENCE_MS": "800",
-        "VOICE_MCP_STT": stt_url,
+        "VOICE_MCP_STT": f"{stt_url},faster-whisper",
         "VOICE_MCP_PROVIDER_TIMEOUT": "60",  # a held STT request is the stage being cancelled, not a failure
     }
     return StdioServerParameters(command=sys.executable, args=["-m", "mcp_bridge"], env=env, cwd=str(data_dir))
@@ -106,7 +107,7 @@ async def test_cancelling_at_every_stage_closes_the_streams_and_the_next_call_wo
                     held = await no_streams_left(virtual_audio, pid)
                     assert not held, f"streams still open after cancelling while {stage}: {held}"
 
-            stt_server.hold, stt_server.fail_with = None, None
+            await stt_server.stop()  # the STT server goes away: the embedded faster-whisper (next in the list) serves
             listening = asyncio.Event()
 
             async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -205,6 +206,8 @@ def test_closing_the_session_while_models_load_exits_cleanly(tmp_path: Path, del
     if delay:
         time.sleep(delay)  # a client that hangs up a moment later, models still loading
     proc.stdin.close()
-    _, stderr = proc.communicate(timeout=300)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()  # until the process has exited and closed it
+    proc.wait(timeout=60)
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert b"terminate called" not in stderr

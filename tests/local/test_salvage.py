@@ -101,7 +101,8 @@ async def test_sound_server_killed_mid_reply_keeps_what_was_said_and_the_next_ca
     saved_server = os.environ["PULSE_SERVER"]
     os.environ["PULSE_SERVER"] = doomed.env["PULSE_SERVER"]  # the ALSA pulse plugin connects at open time
     try:
-        settings = make_settings(data_dir=tmp_path, silence_ms=800, listen_min=0.5)
+        # a generous STT bound: on a loaded machine Whisper may be slow, and STT speed is not what is tested here
+        settings = make_settings(data_dir=tmp_path, silence_ms=800, listen_min=0.5, provider_timeout=60)
         transport = LocalTransport(settings, stt=whisper, tts=piper, vad=shared_vad)
         progress = Progress()
         request = ConverseRequest(message="Anything for the report?", listen=ListenOptions(max_seconds=60))
