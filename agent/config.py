@@ -173,6 +173,25 @@ class Settings(BaseSettings):
     )
     llm_base_url: str | None = Field(None, description="Base URL of the LLM server (default: openai_base_url).")
 
+    # --- joining from a browser (voice-mcp web / link) and the MCP HTTP transport -----------------------------
+    web_port: int = Field(8780, ge=1, le=65535, description="Port of `voice-mcp web` (the page and token service).")
+    web_url: str | None = Field(
+        None,
+        description="Address of the page as a phone opens it, for join links (e.g. https://voice.example.net); "
+        "default http://127.0.0.1:<web_port>.",
+    )
+    web_livekit_url: str | None = Field(
+        None, description="LiveKit URL handed to browsers (default LIVEKIT_URL): what a phone can reach."
+    )
+    http_token: str | None = Field(
+        None,
+        min_length=32,
+        description="Bearer token for `voice-mcp serve --http`; required off loopback (generated once if unset).",
+    )
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host headers `serve --http` accepts off loopback, e.g. myhost:8765."
+    )
+
     # --- records -------------------------------------------------------------------------------------------------
     data_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voice-mcp"
@@ -193,6 +212,11 @@ class Settings(BaseSettings):
             if not _is_livekit_url(value):
                 raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
         return value
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: object) -> object:
+        return _split_list(value)
 
     @field_validator("stt", mode="before")
     @classmethod

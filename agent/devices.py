@@ -25,8 +25,8 @@ from livekit.agents.voice.io import AudioInput
 
 logger = logging.getLogger("voice-mcp.worker")
 
-SAMPLE_RATE = 24000
-FRAME_MS = 50  # as RoomIO's input: 24 kHz mono in 50 ms frames, gain control (APM) on each
+SAMPLE_RATE = 16000  # what Silero and Whisper use: the native side resamples 48 -> 16 kHz once (issue 13)
+FRAME_MS = 50  # as RoomIO's input: mono in 50 ms frames, gain control (APM) on each
 SPEECH_LEVEL_DBFS = -42.0
 SPEECH_FRAMES = 3
 """Consecutive loud 50 ms frames (150 ms) that count as a device starting to speak."""

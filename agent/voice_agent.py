@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 
-from livekit.agents import Agent, AgentSession, StopResponse, llm
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, ModelSettings, StopResponse, llm, stt
 from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
 from livekit.agents.voice.room_io import TextInputEvent
 
 from .converse_service import ConverseService, SpeakOutcome
 from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason
 from .protocol import Utterance
+from .segment_stt import transcribe_segments
 from .speech.text_chunks import speech_chunks
+from .speech.vad_tap import TappedVAD
 
 logger = logging.getLogger("voice-mcp.worker")
 
@@ -41,12 +44,33 @@ def utterance_from_message(message: llm.ChatMessage) -> Utterance:
 class VoiceMcpAgent(Agent):
     """Routes every complete user turn to `ConverseService`; the LLM (if any) answers only unclaimed turns."""
 
-    def __init__(self, service: ConverseService, *, llm_enabled: bool, echo: bool = False) -> None:
-        """`echo`: say back what was heard (console mode without an LLM: a microphone/STT/TTS check)."""
+    def __init__(
+        self,
+        service: ConverseService,
+        *,
+        llm_enabled: bool,
+        echo: bool = False,
+        segments: TappedVAD | None = None,
+    ) -> None:
+        """`echo`: say back what was heard (console mode without an LLM: a microphone/STT/TTS check).
+        `segments`: the session's VAD; its speech segments are transcribed as they close (`agent.segment_stt`)
+        instead of by livekit's `stt.StreamAdapter`, which would run a second VAD on the same audio."""
         super().__init__(instructions=LLM_INSTRUCTIONS)
         self._service = service
         self._llm_enabled = llm_enabled
         self._echo = echo
+        self._segments = segments
+
+    async def stt_node(
+        self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+    ) -> AsyncIterator[stt.SpeechEvent]:
+        recognizer = self.session.stt
+        if self._segments is None or recognizer is None:
+            async for event in Agent.default.stt_node(self, audio, model_settings):
+                yield event
+            return
+        async for event in transcribe_segments(audio, segments=self._segments, recognizer=recognizer):
+            yield event
 
     async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
         utterance = utterance_from_message(new_message)

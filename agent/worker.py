@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, AgentServer, AgentSession, JobContext, JobProcess, JobRequest
+from livekit.agents import NOT_GIVEN, AgentServer, JobContext, JobProcess, JobRequest
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import openai  # plugins register on import, which livekit allows on the main thread only
@@ -21,6 +21,7 @@ from livekit.plugins import openai  # plugins register on import, which livekit 
 from .config import Settings, load_settings
 from .converse_service import ConverseService
 from .linking import AWAITING_USER, UserLinker
+from .page_controls import register_page_controls
 from .protocol import (
     ATTR_REQUEST_ID,
     ATTR_ROLE,
@@ -42,7 +43,10 @@ from .protocol import (
     decode_call,
     encode_response,
 )
-from .speech import build_stt, build_tts, build_vad, provider_label, tune_vad
+from .room_session import PAUSE_MS, build_room_session
+from .speaker_track import SpeakerTrack
+from .speech import build_stt, build_tts, build_vad, provider_label
+from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 from .warmup import available_memory_mb, idle_processes, lower_priority_while_idle, restore_priority, warm_process
 
@@ -60,11 +64,20 @@ def prewarm(proc: JobProcess) -> None:
     so a process loading in the background does not take the cores from a job that is speaking."""
     nice = lower_priority_while_idle()
     settings = load_settings()
-    vad = build_vad(settings)
+    vad = build_vad(settings, silence_ms=PAUSE_MS)  # segments for early STT; the turn rule is agent.turn_taking
     stt = build_stt(settings, vad=vad)
     tts = build_tts(settings)
     asyncio.run(warm_process(stt, tts))  # no event loop runs here yet; the job gets its own
-    proc.userdata.update(settings=settings, vad=vad, stt=stt, tts=tts, idle_nice=nice)
+    turn_model, turn_model_problem = load_turn_model(settings)
+    proc.userdata.update(
+        settings=settings,
+        vad=vad,
+        stt=stt,
+        tts=tts,
+        idle_nice=nice,
+        turn_model=turn_model,
+        turn_model_problem=turn_model_problem,
+    )
 
 
 def build_llm(settings: Settings) -> openai.LLM | None:
@@ -90,24 +103,19 @@ async def entrypoint(ctx: JobContext) -> None:
     userdata = ctx.proc.userdata
     restore_priority(userdata.get("idle_nice"))
     settings: Settings = userdata.get("settings") or load_settings()
-    vad = userdata.get("vad") or build_vad(settings)
+    vad = userdata.get("vad") or build_vad(settings, silence_ms=PAUSE_MS)
     stt = userdata.get("stt") or build_stt(settings, vad=vad)
     tts = userdata.get("tts") or build_tts(settings)
     llm = build_llm(settings)
 
-    session: AgentSession = AgentSession(
-        vad=vad,
-        stt=stt,
-        tts=tts,
-        llm=llm if llm is not None else NOT_GIVEN,
-        turn_handling={
-            "turn_detection": "vad",
-            "endpointing": {"min_delay": 0.2, "max_delay": 3.0},
-            "interruption": {"enabled": settings.barge_in, "mode": "vad"},
-            "preemptive_generation": {"enabled": False},
-        },
-        user_away_timeout=None,
+    if "turn_model" in userdata:
+        turn_model, turn_model_problem = userdata["turn_model"], userdata["turn_model_problem"]
+    else:
+        turn_model, turn_model_problem = load_turn_model(settings)
+    room_session = build_room_session(
+        settings, vad=vad, stt=stt, tts=tts, llm=llm, turn_model=turn_model, turn_model_problem=turn_model_problem
     )
+    session = room_session.session
     room = ctx.room
     inbox = StreamInbox()
 
@@ -119,7 +127,7 @@ async def entrypoint(ctx: JobContext) -> None:
     service = ConverseService(
         AgentSessionPort(
             session,
-            vad_tuner=lambda ms, level: tune_vad(vad, silence_ms=ms, aggressiveness=level),
+            vad_tuner=room_session.tune_listening,
             speed_tuner=lambda speed: set_tts_speed(tts, speed),
             default_speed=settings.tts_speed,
         ),
@@ -133,14 +141,15 @@ async def entrypoint(ctx: JobContext) -> None:
         default_vad_aggressiveness=settings.vad_aggressiveness,
     )
     if ctx.is_fake_job():  # `python -m agent console`: this computer's microphone, no room and no bridge
-        await session.start(VoiceMcpAgent(service, llm_enabled=llm is not None, echo=llm is None), record=False)
+        agent = VoiceMcpAgent(service, llm_enabled=llm is not None, echo=llm is None, segments=room_session.segments)
+        await session.start(agent, record=False)
         return
 
     _register_message_streams(room, inbox)
     await ctx.connect()  # before the session: RoomIO linked to a given identity needs the local participant
 
     await session.start(
-        VoiceMcpAgent(service, llm_enabled=llm is not None),
+        VoiceMcpAgent(service, llm_enabled=llm is not None, segments=room_session.segments),
         room=room,
         room_options=RoomOptions(
             participant_identity=AWAITING_USER,
@@ -151,7 +160,11 @@ async def entrypoint(ctx: JobContext) -> None:
         record=False,
     )
     UserLinker(room, session, bridge_identity=settings.bridge_identity).start()
+    speaker = SpeakerTrack(session, room, session.room_io.audio_output)  # no track (no encoding) while quiet
+    speaker.start()
+    ctx.add_shutdown_callback(speaker.aclose)
     _register_rpc(room, service, inbox)
+    register_page_controls(room, session)
     if await _another_worker_serves(room):
         ctx.shutdown("another voice-mcp worker serves this room")
         return
@@ -310,7 +323,8 @@ def _request_id(payload: str) -> str:
 # --- the server ----------------------------------------------------------------------------------------------------
 
 
-MAX_JOBS = 8
+MAX_JOBS = 32
+"""livekit marks the worker full at 70 % of this (22 rooms): about what two cores carry (docs/performance.md)."""
 
 
 def job_load(server: AgentServer) -> float:
@@ -320,6 +334,12 @@ def job_load(server: AgentServer) -> float:
 
 
 def build_server(settings: Settings) -> AgentServer:
+    # livekit's own on-device models (its VAD and turn-detector v1-mini, ~250 MB) go unused here: our turn model
+    # is agent.speech.turn_model and our VAD silero's plugin; do not preload them into every worker
+    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    # livekit's event-loop watchdog wakes every job process 40-100 times a second; set the variable to a
+    # threshold in ms (livekit's default is 100) to diagnose a stalling loop
+    os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "0")
     server = AgentServer(
         load_fnc=job_load,
         ws_url=settings.livekit_url,

@@ -2,8 +2,8 @@
 
 Like a voice-mcp worker, it builds one Silero VAD (`agent.speech.build_vad`, the worker's settings) and gives each
 room session its own `vad.stream()`; each session joins its room, subscribes to the user's microphone and pushes
-the received frames (24 kHz, the sample rate livekit-agents' RoomIO asks for) into its VAD stream, reading the
-VAD's events as the AgentSession does. Commands on stdin, one JSON answer per line on stdout:
+the received frames (16 kHz in 50 ms frames, what the worker's RoomIO asks for: `agent.room_session`) into its VAD
+stream, reading the VAD's events as the AgentSession does. Commands on stdin, one JSON answer per line on stdout:
 
 - `add ROOM TOKEN` → `{"added": ROOM}` once the user's track is subscribed;
 - `measure SECONDS` → lateness statistics over the next SECONDS (see `Session.lateness`);
@@ -31,7 +31,8 @@ from agent.speech import build_vad
 
 from .settings import bench_settings
 
-INPUT_RATE = 24000
+INPUT_RATE = 16000
+FRAME_MS = 50
 VAD_RATE = 16000
 
 
@@ -54,7 +55,7 @@ class Session:
 
     def _on_track(self, track: rtc.Track, *_: object) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO and not self.subscribed.is_set():
-            stream = rtc.AudioStream(track, sample_rate=INPUT_RATE, num_channels=1)
+            stream = rtc.AudioStream(track, sample_rate=INPUT_RATE, num_channels=1, frame_size_ms=FRAME_MS)
             self._tasks.append(asyncio.create_task(self._frames(stream)))
             self.subscribed.set()
 

@@ -66,6 +66,13 @@ async def _capacity(ctx: Context) -> list[Measurement]:
     return await run_capacity(ctx.speech, max_rooms=ctx.n(32, 2), seconds=ctx.n(20.0, 6.0), out=ctx.out)
 
 
+async def _worker(ctx: Context) -> list[Measurement]:
+    from .capacity_worker import run_worker_capacity
+
+    steps = [1, 2] if ctx.quick else [1, 2, 4, 8, 12, 16, 20, 24]
+    return await run_worker_capacity(steps=steps, seconds=ctx.n(20.0, 8.0), out=ctx.out)
+
+
 async def _fallback(ctx: Context) -> list[Measurement]:
     from .fallback import run_fallback
 
@@ -93,6 +100,12 @@ PARTS: list[Part] = [
         "capacity",
         "(e) rooms per worker process with VAD before audio is late, memory per room",
         _capacity,
+        needs_netns=True,
+    ),
+    Part(
+        "worker",
+        "(e) the real worker: CPU and memory per idle room, end of speech → text as talking rooms are added",
+        _worker,
         needs_netns=True,
     ),
     Part("fallback", "auto's decision after the worker is killed (room state, not a timeout)", _fallback,

@@ -7,6 +7,14 @@ the worker's audio and records the arrival time of every frame), all from `tests
 - (b) `first_audio_room_participant`: converse called on the bridge → first loud frame arriving at the user
   (worker Piper TTS → room → subscribed participant); `first_audio_room_worker` is the worker's own
   `first_audio_ms` (its `say()` → the agent state turning `speaking`, i.e. the first frame played into the room).
+- (b) `first_audio_room_participant_after_quiet`, `first_audio_room_worker_after_quiet`: the same after more than
+  `SpeakerTrack.IDLE_SECONDS` of quiet, when the worker's audio track has been unpublished and must come back
+  (publish, the user's subscription) before the first word plays.
+- (a) `eos_to_return_room_Ns`: the user (a room participant) answers a converse call with a Piper reply of about
+  N seconds, as in the local part: converse returned − the moment the reply's last voiced sample left the user's
+  audio source (its capture time plus what the source still had queued). `eos_to_result_room_Ns` is the worker's
+  own `end_of_speech_to_result_ms` (its end of speech → the turn's transcript). Compare with
+  `eos_to_return_local_Ns` (same replies, local loop).
 - (c) the second worker's TTS is `tests.e2e_livekit.fast_tts.FastTTSServer` (a real livekit-agents OpenAI TTS
   plugin against a loopback server that answers every request at once with 40 ms of tone), and nothing is
   transcribed (`wait_for_response=False`). `bridge_worker_roundtrip_stub` is the whole converse call;
@@ -22,16 +30,19 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from livekit import rtc
 
+from agent.speaker_track import IDLE_SECONDS
+from agent.speech.audio import resample_int16
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.livekit.workers import ping
-from mcp_bridge.models import ConverseRequest, ProviderError, Stage
+from mcp_bridge.models import ConverseRequest, ListenOptions, ProviderError, Stage
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, TestUser, WorkerProcess, start_server, start_worker
 
 from .harness import Measurement
 from .settings import bench_settings
-from .speech import Speech
+from .speech import REPLY_TEXTS, Reply, Speech, wer
 
 MESSAGE = "Which file should I open first? The configuration or the tests?"
 STUB_MESSAGE = "Done."
@@ -76,16 +87,19 @@ def _transport(server: ServerProcess, room: str, agent_name: str) -> LiveKitTran
     return LiveKitTransport(settings, worker_start_timeout=BOUND)
 
 
-async def _first_audio(server: ServerProcess, iterations: int) -> list[Measurement]:
+async def _first_audio(server: ServerProcess, iterations: int, *, quiet: float = 0.5) -> list[Measurement]:
+    """`quiet`: seconds without speech before each call (past `SpeakerTrack.IDLE_SECONDS` the worker's track is
+    unpublished and has to come back first)."""
     room = f"bench-{uuid.uuid4().hex[:8]}"
     user = await TestUser.join(server, room, identity="bench-user")
     transport = _transport(server, room, "voice-mcp")
     participant: list[float | None] = []
     worker: list[float | None] = []
+    suffix = "" if quiet < IDLE_SECONDS else "_after_quiet"
     try:
         await _warm_up(transport)
         for _ in range(iterations):
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(quiet)
             called = time.monotonic()
             result = await asyncio.wait_for(
                 transport.converse(ConverseRequest(message=MESSAGE, wait_for_response=False), _nothing), BOUND
@@ -99,20 +113,100 @@ async def _first_audio(server: ServerProcess, iterations: int) -> list[Measureme
         await user.leave()
     return [
         Measurement.of(
-            "first_audio_room_participant",
+            f"first_audio_room_participant{suffix}",
             "ms",
             participant,
-            "(b) bridge converse called → first loud frame at the subscribed user (worker Piper TTS)",
+            f"(b) bridge converse called after {quiet:g} s of quiet → first loud frame at the subscribed user "
+            "(worker Piper TTS)",
             chart=True,
         ),
         Measurement.of(
-            "first_audio_room_worker",
+            f"first_audio_room_worker{suffix}",
             "ms",
             worker,
             "(b) the worker's first_audio_ms: say() → first frame played into the room",
             chart=True,
         ),
     ]
+
+
+class _Listening:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def __call__(self, stage: Stage, message: str) -> None:
+        if stage == Stage.LISTENING:
+            self.event.set()
+
+
+async def _answer(user: TestUser, reply: Reply) -> float:
+    """Speak `reply` into the room in real time; returns when (perf_counter) its last voiced sample left the
+    user's audio source. Then trailing silence, so the turn can end."""
+    source = user._source  # the harness's microphone source: the queue tells when a frame really plays
+    rate = 48000
+    step = rate // 100
+    samples = resample_int16(reply.pcm, 16000, rate)
+    voiced_end = int(reply.voiced_end * rate)
+    ended_at = 0.0
+    tail = np.zeros(rate * 4, dtype=np.int16)
+    audio = np.concatenate([samples, tail])
+    for i in range(0, audio.size - step + 1, step):
+        await source.capture_frame(rtc.AudioFrame(audio[i : i + step].tobytes(), rate, 1, step))
+        if i < voiced_end <= i + step:
+            ended_at = time.perf_counter() + source.queued_duration
+    return ended_at
+
+
+async def _eos_to_return(server: ServerProcess, speech: Speech, iterations: int) -> list[Measurement]:
+    room = f"bench-eos-{uuid.uuid4().hex[:8]}"
+    user = await TestUser.join(server, room, identity="bench-eos-user")
+    transport = _transport(server, room, "voice-mcp")
+    rows: list[Measurement] = []
+    try:
+        await _warm_up(transport)
+        for seconds in (1, 3):
+            texts = REPLY_TEXTS[seconds]
+            returned: list[float | None] = []
+            worker_side: list[float | None] = []
+            errors: list[float] = []
+            for i in range(iterations):
+                reply = await speech.reply(texts[i % len(texts)])
+                listening = _Listening()
+                call = asyncio.create_task(
+                    transport.converse(
+                        ConverseRequest(message="Which one?", listen=ListenOptions(max_seconds=60)), listening
+                    )
+                )
+                await asyncio.wait_for(listening.event.wait(), BOUND)
+                await asyncio.sleep(1.0)  # as the local part: the user answers a second after `listening`
+                speaking = asyncio.create_task(_answer(user, reply))
+                result = await asyncio.wait_for(call, BOUND)
+                done = time.perf_counter()
+                ended_at = await speaking
+                returned.append((done - ended_at) * 1000 if result.heard_speech else None)
+                worker_side.append(result.timings.end_of_speech_to_result_ms)
+                errors.append(wer(reply.text, result.text))
+            rows += [
+                Measurement.of(
+                    f"eos_to_return_room_{seconds}s",
+                    "ms",
+                    returned,
+                    f"(a) through the room: the user's reply (~{seconds} s) ends → converse returned; WER median "
+                    f"{sorted(errors)[len(errors) // 2]:.3f}",
+                    chart=True,
+                    wer=errors,
+                ),
+                Measurement.of(
+                    f"eos_to_result_room_{seconds}s",
+                    "ms",
+                    worker_side,
+                    "(a) the worker's end_of_speech_to_result_ms",
+                ),
+            ]
+    finally:
+        await transport.aclose()
+        await user.leave()
+    return rows
 
 
 async def _round_trip(server: ServerProcess, iterations: int) -> list[Measurement]:
@@ -182,6 +276,8 @@ async def run_room(speech: Speech, *, iterations: int, out: Path) -> list[Measur
                         raise started
                     workers.append(started)
                 rows = await _first_audio(server, iterations)
+                rows += await _first_audio(server, max(iterations // 2, 1), quiet=IDLE_SECONDS + 2.0)
+                rows += await _eos_to_return(server, speech, max(iterations // 2, 1))
                 rows += await _round_trip(server, iterations)
         finally:
             for worker in workers:

@@ -40,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     converse.add_argument("--min", type=float, dest="listen_min", help="min listen seconds before silence ends")
     converse.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
+    link = commands.add_parser(
+        "link", help="create a one-time join link for the room (printed with a QR code for a phone)"
+    )
+    link.add_argument("--ttl", type=float, default=600, help="seconds the link works, at most 86400 (default 600)")
+    link.add_argument("--json", action="store_true", help='print {"url", "code", "expires_at"} as JSON only')
+    link.add_argument("--revoke-all", action="store_true", help="end every unused code and every device session")
+
+    web = commands.add_parser("web", help="serve the page and token service that join links open")
+    web.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    web.add_argument("--port", type=int, help="port (default VOICE_MCP_WEB_PORT, 8780)")
+
     commands.add_parser("doctor", help="check devices, providers, models and configuration; say what to fix")
 
     rooms = commands.add_parser(
@@ -68,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings, http=args.http, host=args.host, port=args.port)
     if command == "converse":
         return asyncio.run(_converse(settings, args))
+    if command == "link":
+        return _link(settings, ttl=args.ttl, as_json=args.json, revoke_all=args.revoke_all)
+    if command == "web":
+        return _web(settings, host=args.host, port=args.port or settings.web_port)
     if command == "doctor":
         from .doctor import run_doctor
 
@@ -98,11 +113,72 @@ def _configure_logging(settings: Settings) -> None:
 def _serve(settings: Settings, *, http: bool, host: str, port: int) -> int:
     from .server import create_server
 
-    server = create_server(settings)
-    if http:
-        server.run("streamable-http", host=host, port=port)
-    else:
-        server.run("stdio")
+    if not http:
+        create_server(settings).run("stdio")
+        return 0
+    import uvicorn
+
+    from .http_security import BearerTokenMiddleware, HttpSetupError, http_access
+
+    try:  # before anything loads: an unsafe setup is refused at once
+        access = http_access(settings, host, port)
+    except HttpSetupError as exc:
+        print(f"voice-mcp: [unsafe_http] {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    app = create_server(settings).streamable_http_app(transport_security=access.transport_security, host=host)
+    if access.token:
+        app = BearerTokenMiddleware(app, access.token)
+    print(f"voice-mcp: MCP over HTTP at http://{host}:{port}/mcp "
+          f"({'bearer token required' if access.token else 'loopback only, no token'})", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+def _link(settings: Settings, *, ttl: float, as_json: bool, revoke_all: bool) -> int:
+    from .access.links import create_join_link
+    from .access.store import AccessError
+
+    if revoke_all:
+        from .access.revoke import revoke_all as revoke
+
+        revoked = asyncio.run(revoke(settings))
+        print(f"voice-mcp: revoked {revoked.codes} unused code(s) and {revoked.sessions} device session(s); "
+              f"removed from the room: {', '.join(revoked.removed) or 'nobody'}", file=sys.stderr)
+        if revoked.room_error:
+            print(f"voice-mcp: [room_unreachable] could not put devices out of the room ({revoked.room_error}); "
+                  "their room tokens end within 15 minutes and cannot be renewed", file=sys.stderr)
+        return 0
+    try:
+        link = create_join_link(settings, ttl)
+    except AccessError as exc:
+        print(f"voice-mcp: [{exc.code}] {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps(link.as_dict()))
+        return 0
+    import segno
+
+    segno.make(link.url, error="m").terminal(compact=True)
+    print(f"{link.url}\ncode {link.code}, works once, until {link.expires_at}")
+    if not settings.livekit_configured:
+        print("voice-mcp: LiveKit is not configured yet; the page needs LIVEKIT_URL/_API_KEY/_API_SECRET",
+              file=sys.stderr)
+    return 0
+
+
+def _web(settings: Settings, *, host: str, port: int) -> int:
+    from .access.web import missing_page_assets, serve_web
+
+    if not settings.livekit_configured:
+        print("voice-mcp: [not_configured] the web page needs LiveKit: set LIVEKIT_URL, LIVEKIT_API_KEY and "
+              "LIVEKIT_API_SECRET (docs/livekit.md)", file=sys.stderr)
+        return EXIT_CONFIG
+    if missing := missing_page_assets():
+        print(f"voice-mcp: [not_installed] missing {', '.join(missing)}: run scripts/setup", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"voice-mcp: page and token service on http://{host}:{port}/ (room {settings.room}); "
+          "`voice-mcp link` makes a join link", file=sys.stderr)
+    asyncio.run(serve_web(settings, host, port))
     return 0
 
 

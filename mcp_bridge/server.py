@@ -42,6 +42,11 @@ the transport used and per-stage timings. Read the voice://guide resource for us
 
 STATUS_DESCRIPTION = "Report the speech providers, audio devices and transports with their health, and what to fix."
 
+JOIN_LINK_DESCRIPTION = (
+    "Create a one-time link (url, code, expires_at) the user opens on a phone or browser to join the voice room. "
+    "It works once, until it expires; share it only with the user."
+)
+
 _STAGE_PROGRESS = {Stage.WAITING: 0, Stage.SPEAKING: 1, Stage.LISTENING: 2, Stage.TRANSCRIBING: 3, Stage.DONE: 4}
 
 
@@ -135,6 +140,18 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
         return await voice_service.status()
 
     register_room_tools(server, rooms)
+
+    @server.tool(description=JOIN_LINK_DESCRIPTION)
+    def create_join_link(
+        ttl_seconds: Annotated[int, Field(ge=1, le=86400, description="Seconds the link works.")] = 600,
+    ) -> dict[str, str]:
+        from .access.links import create_join_link as make_link
+        from .access.store import AccessError
+
+        try:
+            return make_link(settings, ttl_seconds).as_dict()
+        except AccessError as exc:
+            raise ToolError(f"[{exc.code}] {exc}") from exc
 
     @server.resource("voice://guide", name="guide", mime_type="text/markdown", description="How to use converse well.")
     def guide() -> str:

@@ -47,6 +47,6 @@ async def http_server(tmp_path: Path) -> AsyncIterator[str]:
 async def test_streamable_http_serves_the_same_tools(http_server: str) -> None:
     async with Client(http_server) as client:
         tools = {tool.name for tool in (await client.list_tools()).tools}
-        assert tools == {"converse", "voice_status"}
+        assert tools == {"converse", "voice_status", "create_join_link", "list_rooms", "room_status", "close_room"}
         result = await client.call_tool("converse", {"message": ""})
         assert result.is_error and "message is empty" in result.content[0].text

@@ -67,7 +67,16 @@ class Conversation:
         """One converse call answered by a typed reply as soon as the worker listens."""
         stages = StageLog()
         call = asyncio.create_task(self.transport.converse(ConverseRequest(message=message, listen=LISTEN), stages))
-        await asyncio.wait_for(stages.listening.wait(), within)
+        listening = asyncio.create_task(stages.listening.wait())
+        try:
+            await asyncio.wait({call, listening}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            listening.cancel()
+        if call.done():  # ended before listening: its typed error (or a result) says why
+            return self.keep(call.result())
+        if not stages.listening.is_set():
+            call.cancel()
+            raise TimeoutError(f"the call did not start listening within {within:.0f} s")
         await self.type(reply)
         return self.keep(await asyncio.wait_for(call, within))
 

@@ -1,0 +1,294 @@
+"""(e) The real worker's cost per room: `python -m agent start` serving N rooms of idle or talking users.
+
+Processes, all inside the network namespace: the loopback LiveKit server, the worker (`python -m agent start`,
+production settings: Silero VAD, faster-whisper, Piper; one job process per room), and the users
+(`bench.capacity_users`, one process for every room's user). Each room is set up as in real use: the user joins,
+then the agent is dispatched to the room (`CreateAgentDispatch`) and joins it.
+
+Two phases, each with its own server, worker and users:
+
+- **idle**: N rooms whose user has an open, silent microphone. After each step the worker's process tree (the
+  worker, its forkserver and job processes: every descendant, read from /proc with psutil) is sampled over a
+  window: CPU in percent of one core, and memory (PSS, so pages the forked job processes share are counted once).
+  Per room = (tree at N rooms − tree with no room) / N.
+- **talking**: N rooms whose user speaks a reply every few seconds (STT and, for the transcription, the whole
+  turn path run). Per step: the worker tree's CPU and memory as above, and end of speech → text per room (the
+  user's reply ends → the worker's final transcription of it arrives in the room; see `bench.capacity_users`).
+  `rooms_talking_sustained` is the largest N whose median end of speech → text stays within `SLACK_MS` (100 ms) of
+  the 1-room figure and where no reply went untranscribed; the phase stops at the first step past that.
+
+`BENCH_WORKER_ROOT=/path/to/checkout` runs the worker from another checkout (e.g. the previous release), so a
+before/after comparison runs on the same machine in the same session; `BENCH_WORKER_EXECUTOR=thread` runs every
+job in a thread of one process (`bench.worker_threads`) instead of a process per room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from livekit import api
+
+from tests.e2e_livekit.harness import REPO, ServerProcess, WorkerProcess, start_server
+
+from .capacity import _Child
+from .harness import Measurement
+
+SLACK_MS = 100.0
+SETTLE = 4.0
+Phase = Literal["idle", "talking"]
+WORKER_PREFIX = "voice-mcp-agent-"
+
+
+def _worker_root() -> Path:
+    return Path(os.environ.get("BENCH_WORKER_ROOT") or REPO).resolve()
+
+
+def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerProcess:
+    root = _worker_root()
+    log = logs / f"worker-{name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "LIVEKIT_"))}
+    env.update(
+        LIVEKIT_URL=server.url,
+        LIVEKIT_API_KEY=server.api_key,
+        LIVEKIT_API_SECRET=server.api_secret,
+        VOICE_MCP_WORKER_PORT="0",
+        VOICE_MCP_TTS="piper",
+        VOICE_MCP_STT="faster-whisper",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(root),
+    )
+    python = root / ".venv" / "bin" / "python"
+    threads = os.environ.get("BENCH_WORKER_EXECUTOR", "process") == "thread"
+    if threads:
+        env["PYTHONPATH"] = f"{root}{os.pathsep}{REPO}"  # the worker's agent package, this bench's entry point
+    module = "bench.worker_threads" if threads else "agent"
+    proc = subprocess.Popen(
+        [str(python) if python.exists() else sys.executable, "-m", module, "start"],
+        cwd=logs,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = WorkerProcess(proc, log)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if worker.registered():
+            return worker
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    worker.kill()
+    raise RuntimeError(f"the worker did not register:\n{worker.output()[-3000:]}")
+
+
+class TreeMeter:
+    """CPU (percent of one core) and memory of a process and all its descendants, from /proc (psutil)."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self._root = psutil.Process(pid)
+
+    def _procs(self) -> list[Any]:
+        with contextlib.suppress(Exception):
+            return [self._root, *self._root.children(recursive=True)]
+        return []
+
+    def cpu_seconds(self) -> dict[int, float]:
+        times: dict[int, float] = {}
+        for proc in self._procs():
+            with contextlib.suppress(Exception):
+                t = proc.cpu_times()
+                times[proc.pid] = t.user + t.system
+        return times
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(PSS, RSS) of the tree in MB; PSS counts pages shared by forked processes once."""
+        pss = rss = 0.0
+        for proc in self._procs():
+            with contextlib.suppress(Exception):
+                info = proc.memory_full_info()
+                pss += getattr(info, "pss", info.rss)
+                rss += info.rss
+        return pss / 2**20, rss / 2**20
+
+    async def cpu_percent(self, seconds: float) -> float:
+        start, t0 = self.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(seconds)
+        end, elapsed = self.cpu_seconds(), time.monotonic() - t0
+        used = sum(value - start.get(pid, 0.0) for pid, value in end.items())
+        return used / elapsed * 100
+
+
+async def _dispatch(server: ServerProcess, room: str) -> None:
+    lkapi = api.LiveKitAPI(server.url, server.api_key, server.api_secret)
+    try:
+        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name="voice-mcp", room=room))
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+            if any(p.identity.startswith(WORKER_PREFIX) for p in listed.participants):
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"no worker joined room {room} within 240 s")
+    finally:
+        await lkapi.aclose()
+
+
+async def _agent_tracks(server: ServerProcess, rooms: list[str]) -> int:
+    """How many of the rooms have an audio track published by the agent right now."""
+    lkapi = api.LiveKitAPI(server.url, server.api_key, server.api_secret)
+    try:
+        count = 0
+        for room in rooms:
+            listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+            count += sum(len(p.tracks) for p in listed.participants if p.identity.startswith(WORKER_PREFIX))
+        return count
+    finally:
+        await lkapi.aclose()
+
+
+async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) -> list[dict[str, Any]]:
+    server = start_server(logs)
+    worker: WorkerProcess | None = None
+    users: _Child | None = None
+    results: list[dict[str, Any]] = []
+    try:
+        worker = await asyncio.to_thread(start_bench_worker, server, logs, phase)
+        users = _Child("bench.capacity_users", server.url, logs / f"users-{phase}.log")
+        assert await users.expect(180) == "ready"
+        meter = TreeMeter(worker.proc.pid)
+        await asyncio.sleep(SETTLE * 2)  # the prewarmed job process finishes loading
+        base_cpu = await meter.cpu_percent(seconds)
+        base_pss, base_rss = meter.memory_mb()
+        results.append({"rooms": 0, "cpu_percent": base_cpu, "pss_mb": base_pss, "rss_mb": base_rss})
+        rooms = 0
+        names: list[str] = []
+        first_eos: float | None = None
+        for step in steps:
+            while rooms < step:
+                name = f"cap-{phase}-{uuid.uuid4().hex[:6]}-{rooms}"
+                names.append(name)
+                await users.send(
+                    f"{'talk' if phase == 'talking' else 'idle'} {name} {server.token(f'user-{rooms}', name)}"
+                )
+                assert (await users.expect(300)).startswith("added")  # the first talking user waits for Piper
+                await _dispatch(server, name)
+                rooms += 1
+            await asyncio.sleep(SETTLE)
+            row: dict[str, Any] = {"rooms": rooms, "agent_tracks": await _agent_tracks(server, names)}
+            if phase == "talking":
+                await users.send(f"measure {seconds}")
+                cpu_task = asyncio.create_task(meter.cpu_percent(seconds))
+                answer = json.loads(await users.expect(seconds + 120))
+                row["cpu_percent"] = await cpu_task
+                per_room = [r["eos_to_text_s"] for r in answer["rooms"]]
+                every = [x * 1000 for samples in per_room for x in samples]
+                row["eos_to_text_ms"] = every
+                row["room_medians_ms"] = [statistics.median(s) * 1000 for s in per_room if s]
+                row["untranscribed"] = sum(r["untranscribed"] for r in answer["rooms"])
+                row["replies"] = sum(r["replies"] for r in answer["rooms"])
+            else:
+                row["cpu_percent"] = await meter.cpu_percent(seconds)
+            row["pss_mb"], row["rss_mb"] = meter.memory_mb()
+            row["cpu_per_room"] = (row["cpu_percent"] - base_cpu) / rooms
+            row["pss_per_room_mb"] = (row["pss_mb"] - base_pss) / rooms
+            row["load_average"] = os.getloadavg()[0]
+            results.append(row)
+            if phase == "talking":
+                median = statistics.median(row["eos_to_text_ms"]) if row["eos_to_text_ms"] else None
+                if first_eos is None:
+                    first_eos = median
+                row["sustained"] = bool(
+                    median is not None
+                    and first_eos is not None
+                    and median <= first_eos + SLACK_MS
+                    and row["untranscribed"] == 0
+                )
+                if not row["sustained"]:
+                    break
+    finally:
+        if users is not None:
+            users.stop()
+        if worker is not None:
+            worker.stop()
+        server.stop()
+    return results
+
+
+def _rows(phase: Phase, results: list[dict[str, Any]]) -> list[Measurement]:
+    rows: list[Measurement] = []
+    base = results[0]
+    for r in results[1:]:
+        n = r["rooms"]
+        extra = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items() if k != "eos_to_text_ms"}
+        extra["base_cpu_percent"] = round(base["cpu_percent"], 1)
+        extra["base_pss_mb"] = round(base["pss_mb"], 1)
+        notes = (
+            f"worker tree CPU {r['cpu_percent']:.0f} % of a core ({r['cpu_per_room']:.1f} % per room over the "
+            f"{base['cpu_percent']:.0f} % with no room), PSS {r['pss_mb']:.0f} MB ({r['pss_per_room_mb']:.0f} MB per "
+            f"room), agent tracks published {r['agent_tracks']}/{n}, load average {r['load_average']:.1f}"
+        )
+        if phase == "idle":
+            rows.append(Measurement.single(f"worker_idle_cpu_per_room_{n}", "%", r["cpu_per_room"], notes, **extra))
+        else:
+            notes += f", {r['replies']} replies, {r['untranscribed']} untranscribed" + (
+                "" if r.get("sustained") else " — LATE"
+            )
+            rows.append(Measurement.of(f"worker_talking_eos_to_text_{n}", "ms", r["eos_to_text_ms"], notes, **extra))
+    return rows
+
+
+async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) -> list[Measurement]:
+    logs = out / "logs" / time.strftime("capacity-worker-%Y%m%d-%H%M%S")
+    logs.mkdir(parents=True, exist_ok=True)
+    idle = await run_phase("idle", steps, seconds, logs)
+    talking = await run_phase("talking", steps, seconds, logs)
+    rows = _rows("idle", idle) + _rows("talking", talking)
+    idle_rows = idle[1:]
+    largest = idle_rows[-1] if idle_rows else None
+    sustained = [r["rooms"] for r in talking[1:] if r.get("sustained")]
+    summary = [
+        Measurement.single(
+            "worker_idle_cpu_per_room",
+            "%",
+            largest["cpu_per_room"] if largest else None,
+            f"percent of one core per idle room at {largest['rooms'] if largest else 0} rooms (worker process tree)",
+        ),
+        Measurement.single(
+            "worker_pss_per_room",
+            "MB",
+            largest["pss_per_room_mb"] if largest else None,
+            "memory (PSS) per idle room at the largest step",
+        ),
+        Measurement.single(
+            "rooms_talking_sustained",
+            "rooms",
+            max(sustained) if sustained else 0,
+            f"largest tested N of talking rooms with median end of speech → text within {SLACK_MS:g} ms of 1 room "
+            f"(tested {', '.join(str(r['rooms']) for r in talking[1:])})",
+        ),
+    ]
+    first = talking[1] if len(talking) > 1 else None
+    if first is not None and first["eos_to_text_ms"]:
+        summary.append(
+            Measurement.of(
+                "worker_eos_to_text_1_room",
+                "ms",
+                first["eos_to_text_ms"],
+                "one talking room: the user's reply ends → the worker's final transcription arrives",
+                chart=True,
+            )
+        )
+    return summary + rows

@@ -1,0 +1,126 @@
+"""The worker's audio path through a real room: barge-in, the first word after a long quiet spell, a reply with a
+thinking pause. Bridge transport → loopback server → the real worker (`python -m agent start`) → a real user."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import jiwer
+import numpy as np
+import pytest
+from livekit import rtc
+
+from agent.config import Settings
+from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.livekit import LiveKitTransport
+from mcp_bridge.models import ConverseRequest, ListenOptions, Stage
+
+from .conftest import synthesize, wait_until
+from .harness import USER_RATE, TestUser, WorkerProcess
+
+pytestmark = [pytest.mark.livekit, pytest.mark.timeout(600)]
+
+
+def words(text: str) -> list[str]:
+    return jiwer.RemovePunctuation()(text.lower()).split()
+
+
+class Stages:
+    def __init__(self) -> None:
+        self.seen: list[Stage] = []
+        self.events = {stage: asyncio.Event() for stage in Stage}
+
+    async def __call__(self, stage: Stage, message: str) -> None:
+        self.seen.append(stage)
+        self.events[stage].set()
+
+
+def loud_since(user: TestUser, since: float, level: int = 1000) -> bool:
+    return any(t >= since and c.size and int(np.abs(c.astype(np.int32)).max()) > level for t, c in user.heard.chunks)
+
+
+async def transcribe(whisper: FasterWhisperSTT, samples: np.ndarray) -> str:
+    event = await whisper.recognize([rtc.AudioFrame(samples.tobytes(), USER_RATE, 1, samples.size)])
+    return event.alternatives[0].text
+
+
+async def test_the_user_talking_over_the_worker_interrupts_it_and_what_they_said_is_the_reply(
+    lk_worker: WorkerProcess, lk_settings: Callable[..., Settings], lk_user: TestUser, piper: PiperTTS
+) -> None:
+    message = (
+        "Here is the long summary of the build. The compiler finished without warnings. The unit tests passed on "
+        "every platform. The integration tests took eleven minutes. The release notes still need a final review. "
+        "The changelog lists forty changes. The documentation was rebuilt and uploaded to the staging site."
+    )
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    stages = Stages()
+    try:
+        called = time.monotonic()
+        call = asyncio.create_task(
+            transport.converse(ConverseRequest(message=message, listen=ListenOptions(max_seconds=60)), stages)
+        )
+        await wait_until(lambda: loud_since(lk_user, called), 180, "the worker's voice")
+        await asyncio.sleep(1.0)  # well inside the message (about 20 s of speech)
+        await lk_user.speak(await synthesize(piper, "Stop, I have heard enough."), trailing_silence=2.5)
+        result = await asyncio.wait_for(call, 120)
+    finally:
+        await transport.aclose()
+
+    assert result.interrupted
+    assert Stage.LISTENING not in stages.seen or result.heard_speech
+    assert {"stop", "enough"} <= set(words(result.text)), result.text
+
+
+async def test_the_first_word_after_a_long_quiet_spell_reaches_the_user(
+    lk_worker: WorkerProcess,
+    lk_settings: Callable[..., Settings],
+    lk_user: TestUser,
+    whisper: FasterWhisperSTT,
+) -> None:
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    try:
+        await transport.converse(ConverseRequest(message="Ready.", wait_for_response=False), Stages())
+        quiet_from = time.monotonic()
+        await asyncio.sleep(12.0)  # the worker's track carries no speech for a while
+        assert not loud_since(lk_user, quiet_from + 2.0)
+        called = time.monotonic()
+        result = await transport.converse(
+            ConverseRequest(message="Bananas are yellow and ripe today.", wait_for_response=False), Stages()
+        )
+        await asyncio.sleep(1.0)
+    finally:
+        await transport.aclose()
+
+    assert result.timings.first_audio_ms is not None
+    heard = await transcribe(whisper, lk_user.heard.voiced(since=called))
+    assert words(heard)[:2] == ["bananas", "are"], heard
+
+
+async def test_a_reply_with_a_thinking_pause_comes_back_whole_when_the_turn_waits_longer_than_the_pause(
+    lk_worker: WorkerProcess, lk_settings: Callable[..., Settings], lk_user: TestUser, piper: PiperTTS
+) -> None:
+    before = await synthesize(piper, "We could move the meeting to")
+    after = await synthesize(piper, "Thursday afternoon instead.")
+    pause = np.zeros(int(before.sample_rate * 1.5), dtype=np.int16)
+    samples = np.concatenate([np.frombuffer(before.data, np.int16), pause, np.frombuffer(after.data, np.int16)])
+    reply = rtc.AudioFrame(samples.tobytes(), before.sample_rate, 1, samples.size)
+
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    stages = Stages()
+    try:
+        call = asyncio.create_task(
+            transport.converse(
+                ConverseRequest(message="When shall we meet?", listen=ListenOptions(silence_ms=2500)), stages
+            )
+        )
+        await asyncio.wait_for(stages.events[Stage.LISTENING].wait(), 180)
+        await lk_user.speak(reply, trailing_silence=4.0)
+        result = await asyncio.wait_for(call, 120)
+    finally:
+        await transport.aclose()
+
+    said = set(words(result.text))
+    assert {"meeting", "thursday", "afternoon"} <= said, result.text
+    assert result.ended_by == "silence"

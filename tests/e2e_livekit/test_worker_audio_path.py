@@ -1,0 +1,210 @@
+"""The worker's audio path without a room: one Silero stream per session cuts the segments the STT transcribes,
+and the end-of-turn detector adapter answers livekit's streaming turn-detector interface.
+
+Real Silero VAD, real faster-whisper, real Piper speech; the frames are fed at 16 kHz in 50 ms frames (what the
+worker's RoomIO delivers), as fast as the VAD takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import jiwer
+import numpy as np
+from livekit import rtc
+from livekit.agents import stt, vad
+from livekit.agents.voice import io
+from livekit.agents.voice.turn import _StreamingTurnDetector
+
+from agent.protocol import Utterance
+from agent.room_session import build_room_session
+from agent.segment_stt import transcribe_segments
+from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
+from agent.speech.audio import resample_int16
+from agent.speech.vad_tap import TappedVAD
+from agent.turn_detector import AudioTurnDetector
+from agent.turn_taking import PAUSE_MS, RoomTurns, endpointing
+from agent.voice_agent import VoiceMcpAgent
+from tests.speech_fixtures import clean_settings
+
+RATE = 16000
+FRAME = RATE // 20
+
+
+def words(text: str) -> list[str]:
+    return jiwer.RemovePunctuation()(text.lower()).split()
+
+
+async def speech_16k(piper: PiperTTS, text: str) -> np.ndarray:
+    frame = await piper.synthesize(text).collect()
+    return resample_int16(np.frombuffer(frame.data, dtype=np.int16), frame.sample_rate, RATE)
+
+
+def frames(samples: np.ndarray) -> list[rtc.AudioFrame]:
+    padded = np.concatenate([samples, np.zeros(-samples.size % FRAME, dtype=np.int16)])
+    return [rtc.AudioFrame(padded[i : i + FRAME].tobytes(), RATE, 1, FRAME) for i in range(0, padded.size, FRAME)]
+
+
+class CountingVAD(vad.VAD):
+    """The real Silero VAD, counting the streams opened on it."""
+
+    def __init__(self, inner: vad.VAD) -> None:
+        super().__init__(capabilities=inner.capabilities)
+        self.inner = inner
+        self.streams = 0
+
+    def stream(self) -> vad.VADStream:
+        self.streams += 1
+        return self.inner.stream()
+
+
+async def test_each_pause_closes_a_segment_that_is_transcribed_from_the_sessions_only_vad_stream(
+    whisper: FasterWhisperSTT, piper: PiperTTS
+) -> None:
+    first = await speech_16k(piper, "We could move the meeting to")
+    second = await speech_16k(piper, "Thursday afternoon instead.")
+    pause = np.zeros(int(RATE * 1.0), dtype=np.int16)
+    audio = np.concatenate([np.zeros(RATE // 2, dtype=np.int16), first, pause, second, pause])
+
+    silero = CountingVAD(build_vad(clean_settings(), silence_ms=PAUSE_MS))
+    segments = TappedVAD(silero)
+    session_stream = segments.stream()  # what the AgentSession opens
+    session_events: list[vad.VADEventType] = []
+    stt_audio: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
+
+    async def audio_for_stt():  # the copy of the audio livekit hands the STT node
+        while (frame := await stt_audio.get()) is not None:
+            yield frame
+
+    async def session_reads_its_vad() -> None:
+        async for event in session_stream:
+            session_events.append(event.type)
+
+    transcripts: list[str] = []
+    both_transcribed = asyncio.Event()
+    ends_of_speech = 0
+
+    async def stt_node() -> None:
+        nonlocal ends_of_speech
+        async for event in transcribe_segments(audio_for_stt(), segments=segments, recognizer=whisper):
+            if event.type == stt.SpeechEventType.END_OF_SPEECH:
+                ends_of_speech += 1
+            if event.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                transcripts.append(event.alternatives[0].text)
+                if len(transcripts) == 2:
+                    both_transcribed.set()
+
+    reader = asyncio.create_task(session_reads_its_vad())
+    node = asyncio.create_task(stt_node())
+    for frame in frames(audio):
+        session_stream.push_frame(frame)
+        stt_audio.put_nowait(frame)
+        await asyncio.sleep(0)
+    session_stream.end_input()
+    await asyncio.wait_for(reader, 120)
+    await asyncio.wait_for(both_transcribed.wait(), 120)
+    stt_audio.put_nowait(None)  # the session's audio ends: the node ends too
+    await asyncio.wait_for(node, 30)
+    await session_stream.aclose()
+
+    assert silero.streams == 1, "the STT must not open a VAD stream of its own"
+    assert session_events.count(vad.VADEventType.END_OF_SPEECH) == 2 == ends_of_speech
+    assert len(transcripts) == 2, transcripts
+    assert {"meeting"} <= set(words(transcripts[0])), transcripts
+    assert {"thursday", "afternoon"} <= set(words(transcripts[1])), transcripts
+
+
+def test_the_turn_detector_adapter_is_what_livekit_drives_as_an_audio_turn_detector() -> None:
+    detector = AudioTurnDetector(lambda audio: 1.0, model="test")
+    assert isinstance(detector, _StreamingTurnDetector)
+
+
+async def test_the_detector_decides_on_the_turns_audio_and_a_failing_model_answers_not_done_once() -> None:
+    seen: list[np.ndarray] = []
+    failures: list[Exception] = []
+
+    def decide(audio: np.ndarray) -> float:
+        seen.append(audio)
+        if len(seen) > 1:
+            raise RuntimeError("model broke")
+        return 0.9
+
+    detector = AudioTurnDetector(decide, model="test", on_failure=failures.append)
+    stream = detector.stream()
+    tone = (np.sin(np.arange(RATE) / RATE * 2 * np.pi * 220) * 8000).astype(np.int16)
+    for frame in frames(tone):
+        stream.push_audio(frame)
+    done = await asyncio.wait_for(stream.predict(), 10)
+    assert done.end_of_turn_probability == 0.9
+    assert seen[0].dtype == np.float32 and seen[0].size == RATE and 0.2 < float(np.abs(seen[0]).max()) <= 1.0
+
+    stream.flush("turn committed")
+    failed = await asyncio.wait_for(stream.predict(), 10)
+    assert seen[1].size == 0  # the next turn starts from fresh audio
+    assert failed.end_of_turn_probability == 0.0 < await stream.unlikely_threshold(None)  # "not done"
+    assert [str(f) for f in failures] == ["model broke"] and detector.failed
+    assert not await stream.supports_language(None)  # livekit stops asking a failed model
+    await stream.aclose()
+
+
+def test_the_silence_rule_ends_the_turn_after_silence_ms_and_the_model_rule_waits_up_to_the_longer_bound() -> None:
+    silence = endpointing("silence", silence_ms=1200, max_turn_silence_ms=3000)
+    assert silence["min_delay"] == silence["max_delay"] == 1.2
+    model = endpointing("model", silence_ms=1200, max_turn_silence_ms=3000)
+    assert model["min_delay"] == PAUSE_MS / 1000 and model["max_delay"] == 3.0
+
+    no_model = RoomTurns(clean_settings(), model=None)
+    assert no_model.rule == "silence" and no_model.turn_handling(barge_in=True)["turn_detection"] == "vad"
+
+
+class FramesIn(io.AudioInput):
+    """Audio input for an AgentSession: the frames put in `queue`, in real time (50 ms frames at 16 kHz)."""
+
+    def __init__(self) -> None:
+        super().__init__(label="test")
+        self.queue: asyncio.Queue[rtc.AudioFrame] = asyncio.Queue()
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        return await self.queue.get()
+
+
+async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply_with_a_pause(
+    whisper: FasterWhisperSTT, piper: PiperTTS
+) -> None:
+    """The real worker session (`build_room_session`, `VoiceMcpAgent`), fed audio without a room: a reply with a
+    1.5 s pause under a 2.5 s silence rule is one turn whose text has the words before and after the pause."""
+    first = await speech_16k(piper, "We could move the meeting to")
+    second = await speech_16k(piper, "Thursday afternoon instead.")
+    pause = np.zeros(int(RATE * 1.5), dtype=np.int16)
+    audio = np.concatenate([np.zeros(RATE // 2, dtype=np.int16), first, pause, second])
+    silence = frames(np.zeros(RATE * 4, dtype=np.int16))
+
+    settings = clean_settings(silence_ms=2500, turn_detection="silence")
+    room_session = build_room_session(
+        settings, vad=build_vad(settings, silence_ms=PAUSE_MS), stt=whisper, tts=piper, llm=None
+    )
+    turns: list[Utterance] = []
+    committed = asyncio.Event()
+
+    class Service:
+        def on_user_turn(self, utterance: Utterance) -> bool:
+            turns.append(utterance)
+            committed.set()
+            return True
+
+    audio_in = FramesIn()
+    session = room_session.session
+    session.input.audio = audio_in
+    agent = VoiceMcpAgent(Service(), llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
+    await session.start(agent, record=False)
+    try:
+        for frame in [*frames(audio), *silence]:
+            audio_in.queue.put_nowait(frame)
+            await asyncio.sleep(frame.duration)  # real time: endpointing counts wall-clock silence
+        await asyncio.wait_for(committed.wait(), 120)
+    finally:
+        await session.aclose()
+
+    assert len(turns) == 1, [t.text for t in turns]
+    said = set(words(turns[0].text))
+    assert {"meeting", "thursday", "afternoon"} <= said, turns[0].text
