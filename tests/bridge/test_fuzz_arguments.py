@@ -11,6 +11,7 @@ failure is a typed `[code]` error; a request that reaches the transport is withi
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 
 from agent.config import Settings
@@ -187,6 +189,23 @@ def test_any_tool_name_and_argument_shape_gets_a_typed_answer(
         return  # real provider health checks: covered by the doctor and status tests, and slow per example
     check(session.call(name, arguments))
     calls_made["in_memory"] += 1
+
+
+@pytest.mark.parametrize("value", [600.5, 1e9])
+def test_too_long_listening_is_refused(session: InMemorySession, value: float) -> None:
+    result = session.call("converse", {"message": "hi", "listen_duration_max": value})
+    assert result.is_error and result.content[0].text.startswith("[invalid_argument] listen_duration_max"), result
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_non_finite_listening_is_refused(session: InMemorySession, value: float) -> None:
+    """The MCP client sends a non-finite float as null, but a raw JSON client can send `Infinity`: the server's
+    own `call_tool` gets the float as such."""
+    work = asyncio.run_coroutine_threadsafe(
+        session.server.call_tool("converse", {"message": "hi", "listen_duration_max": value}), session.loop
+    )
+    with pytest.raises(ToolError, match=r"^\[invalid_argument\] listen_duration_max"):
+        work.result(timeout=CALL_BOUND)
 
 
 def test_the_fuzzed_server_still_serves_and_only_bounded_requests_reached_the_transport(
