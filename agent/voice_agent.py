@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 
-from livekit.agents import Agent, AgentSession, StopResponse, llm
+from livekit import rtc
+from livekit.agents import Agent, AgentSession, StopResponse, llm, stt, tts
 from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
 from livekit.agents.voice.room_io import TextInputEvent
 
-from .converse_service import ConverseService, SpeakOutcome
-from .protocol import Utterance
+from . import cues
+from .converse_service import ConverseService, Cue, OptionsRefused, SpeakOutcome
+from .protocol import OptionName, SpeakOptions, Utterance
+from .speech.call_options import CallOptions, OptionRefused
+from .speech.sentences import speech_parts
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
+
+CUE_RATE = 48000
 
 LLM_INSTRUCTIONS = (
     "You are the voice of an AI assistant that is busy with a task. The user is talking to you while the "
@@ -79,24 +84,39 @@ class AgentSessionPort:
         session: AgentSession,
         *,
         vad_tuner: Callable[[int, int | None], None] | None = None,
-        speed_tuner: Callable[[float], None] | None = None,
-        default_speed: float = 1.0,
+        tts_: tts.TTS | None = None,
+        stt_: stt.STT | None = None,
     ) -> None:
+        """`tts_`/`stt_`: the session's providers, for per-call voice, speed and language."""
         self._session = session
         self._vad_tuner = vad_tuner
-        self._speed_tuner = speed_tuner
-        self._default_speed = default_speed
+        self._options = CallOptions(tts_=tts_, stt_=stt_)
 
-    async def speak(
-        self, text: str, *, allow_interruptions: bool, within: float, speed: float | None = None
-    ) -> SpeakOutcome:
-        if speed is None or self._speed_tuner is None:
-            return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
-        self._speed_tuner(speed)
+    def apply_options(self, speak: SpeakOptions, language: str | None) -> None:
         try:
-            return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
-        finally:
-            self._speed_tuner(self._default_speed)
+            self._options.apply(speak, language=language)
+        except OptionRefused as exc:
+            raise OptionsRefused(str(exc.problem), exc.fix) from exc
+
+    def ignored_options(self, *, spoke: bool, transcribed: bool) -> list[OptionName]:
+        return self._options.ignored(spoke=spoke, transcribed=transcribed)
+
+    def restore_options(self) -> None:
+        self._options.restore()
+
+    def play_cue(self, cue: Cue) -> None:
+        frame = cues.listening_started(CUE_RATE) if cue == "listening_started" else cues.listening_stopped(CUE_RATE)
+
+        async def audio() -> AsyncIterator[rtc.AudioFrame]:
+            yield frame
+
+        try:
+            self._session.say("", audio=audio(), allow_interruptions=False, add_to_chat_ctx=False)
+        except RuntimeError as exc:  # the session is closing: no cue to play
+            logger.debug("cue not played: %s", exc)
+
+    async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
+        return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
 
     async def _speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
         loop = asyncio.get_running_loop()
@@ -153,30 +173,3 @@ class AgentSessionPort:
             return None
         linked = room_io.linked_participant
         return linked.identity if linked is not None else None
-
-
-SPEECH_PART_CHARS = 1500
-
-
-def speech_parts(text: str, limit: int = SPEECH_PART_CHARS) -> list[str]:
-    """`text` cut at sentence ends into parts of about `limit` characters (a long sentence stays whole).
-
-    livekit-agents' transcript synchronizer re-measures the pending text for every word it releases, which is
-    quadratic in the length of one `say()`: a 50 kB message would stall the worker's event loop for minutes.
-    Parts of a few sentences keep that cost small; joined they are exactly the original words.
-    """
-    if len(text) <= limit:
-        return [text]
-    parts: list[str] = []
-    current = ""
-    for sentence in _SENTENCE_END.split(text):
-        if current and len(current) + len(sentence) > limit:
-            parts.append(current)
-            current = ""
-        current += sentence
-    if current.strip():
-        parts.append(current)
-    return parts
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)")

@@ -130,10 +130,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     service = ConverseService(
         AgentSessionPort(
-            session,
-            vad_tuner=lambda ms, level: tune_vad(vad, silence_ms=ms, aggressiveness=level),
-            speed_tuner=lambda speed: set_tts_speed(tts, speed),
-            default_speed=settings.tts_speed,
+            session, vad_tuner=lambda ms, level: tune_vad(vad, silence_ms=ms, aggressiveness=level), tts_=tts, stt_=stt
         ),
         agent_name=settings.agent_name,
         progress=send_progress,
@@ -191,21 +188,6 @@ async def _another_worker_serves(room: rtc.Room) -> bool:
         logger.info("worker %s already serves room %s; leaving", identity, room.name)
         return True
     return False
-
-
-def set_tts_speed(tts: Any, speed: float) -> None:
-    """Set the speaking rate on every TTS behind `tts` that can change it (Piper can; others keep theirs)."""
-    pending = [tts]
-    while pending:
-        component = pending.pop()
-        pending.extend(getattr(component, "_tts_instances", []))
-        update = getattr(component, "update_options", None)
-        if update is None:
-            continue
-        try:
-            update(speed=speed)
-        except (TypeError, ValueError) as exc:
-            logger.debug("%s keeps its speed: %s", type(component).__name__, exc)
 
 
 def _label(label: Any, component: Any) -> str | None:

@@ -58,7 +58,7 @@ class ExchangeLog:
             }
         if error is not None:
             entry["error"] = {
-                "code": error.code if isinstance(error, VoiceError) else "internal",
+                "code": error_code(error),
                 "type": type(error).__name__,
                 "message": str(error),
             }
@@ -73,6 +73,13 @@ class ExchangeLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
+
+
+def error_code(error: BaseException) -> str:
+    """`cancelled` for a call the client gave up on, the `VoiceError` code, else `internal` (a bug)."""
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return error.code if isinstance(error, VoiceError) else "internal"
 
 
 def read_entries(path: Path) -> list[dict[str, Any]]:

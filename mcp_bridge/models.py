@@ -6,14 +6,26 @@ A transport (local loop, LiveKit room) takes a `ConverseRequest` and returns a `
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from agent.protocol import EndedBy, ListenOptions, OptionName, SpeakOptions
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+
+__all__ = ["EndedBy", "ListenOptions", "OptionName", "SpeakOptions"]  # re-exported: one definition, in the protocol
+
+logger = logging.getLogger(__name__)
+
 TransportName = Literal["local", "livekit"]
+RequestedTransport = Literal["auto", "local", "livekit"]
+"""What a caller may ask for: a transport, or `auto` (see `mcp_bridge.transports.choose_transport`)."""
 
 
 class Stage(StrEnum):
@@ -30,19 +42,18 @@ async def no_progress(stage: Stage, message: str) -> None:
     """A progress callback that reports nowhere."""
 
 
-class ListenOptions(BaseModel):
-    max_seconds: float = Field(120.0, gt=0, description="Stop listening after this long, speech or not.")
-    min_seconds: float = Field(2.0, ge=0, description="Silence cannot end the turn before this much listening.")
-    silence_ms: int = Field(1000, ge=100, description="Silence after speech that ends the turn.")
-    vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 permissive … 3 strict speech detection.")
-    silence_detection: bool = Field(True, description="False: listen for the full max_seconds.")
-    audio_cues: bool = Field(True, description="Short chimes when listening starts and stops.")
-    language: str = "en"
+def guarded(progress: ProgressCallback) -> ProgressCallback:
+    """`progress` that never raises: a client that dropped progress must not cost the user's reply.
 
+    `VoiceService` wraps the caller's callback once; transports call what they are given."""
 
-class SpeakOptions(BaseModel):
-    voice: str | None = None
-    speed: float | None = Field(None, gt=0.25, le=4.0)
+    async def report(stage: Stage, message: str) -> None:
+        try:
+            await progress(stage, message)
+        except Exception as exc:
+            logger.debug("progress report failed: %s", exc)
+
+    return report
 
 
 class ConverseRequest(BaseModel):
@@ -50,6 +61,39 @@ class ConverseRequest(BaseModel):
     wait_for_response: bool = True
     listen: ListenOptions = Field(default_factory=ListenOptions)
     speak: SpeakOptions = Field(default_factory=SpeakOptions)
+
+
+def build_request(
+    settings: Settings,
+    *,
+    message: str,
+    wait_for_response: bool = True,
+    listen_duration_max: float | None = None,
+    listen_duration_min: float | None = None,
+    voice: str | None = None,
+    speed: float | None = None,
+    language: str | None = None,
+    chimes: bool | None = None,
+    vad_aggressiveness: int | None = None,
+    disable_silence_detection: bool = False,
+) -> ConverseRequest:
+    """A request from the `converse` arguments (the tool's and the CLI's), with the settings' defaults for what the
+    caller left out. `ValueError` with a message for the user when an argument is unusable."""
+    if not message.strip():
+        raise ValueError("message is empty: pass the text to speak to the user.")
+    max_seconds = listen_duration_max if listen_duration_max is not None else settings.listen_max
+    min_seconds = listen_duration_min if listen_duration_min is not None else settings.listen_min
+    listen = ListenOptions(
+        max_seconds=max_seconds,
+        min_seconds=min(min_seconds, max_seconds),
+        silence_ms=settings.silence_ms,
+        vad_aggressiveness=settings.vad_aggressiveness if vad_aggressiveness is None else vad_aggressiveness,
+        silence_detection=not disable_silence_detection,
+        audio_cues=settings.audio_cues if chimes is None else chimes,
+        language=language or settings.stt_language,
+    )
+    speak = SpeakOptions(voice=voice, speed=speed)
+    return ConverseRequest(message=message, wait_for_response=wait_for_response, listen=listen, speak=speak)
 
 
 class Timings(BaseModel):
@@ -74,14 +118,18 @@ class ConverseResult(BaseModel):
     stt_provider: str | None = None
     tts_provider: str | None = None
     interrupted: bool = Field(False, description="The user started talking before the message was finished.")
-    ended_by: Literal["silence", "max_duration", "not_waiting", "queued"] = Field(
+    ended_by: EndedBy = Field(
         "silence", description="queued: the reply was said earlier, while no converse was waiting (LiveKit)."
     )
     earlier: list[str] = Field(
         default_factory=list,
         description="Utterances the user made while no converse was waiting, oldest first (also at the start of text).",
     )
-    audio_path: Path | None = Field(None, description="Kept recording, when recording is enabled.")
+    ignored_options: list[OptionName] = Field(
+        default_factory=list,
+        description="Arguments of this call the provider that served it could not honour (e.g. a voice the "
+        "fallback TTS does not have).",
+    )
 
 
 class VoiceError(Exception):
@@ -117,6 +165,12 @@ class TranscriptionFailed(ProviderError):
         if audio_path is not None:
             hint = f"{hint} The reply was saved to {audio_path}.".strip()
         super().__init__(message, hint)
+
+
+class UnsupportedOption(ProviderError):
+    """No configured provider can honour a per-call option (e.g. a voice no TTS has); nothing was spoken."""
+
+    code = "unsupported_option"
 
 
 class TransportUnavailable(VoiceError):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, cast
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from agent.config import Settings
 
-from .models import ConverseRequest, ConverseResult, ListenOptions, SpeakOptions, Stage, VoiceError
+from .models import ConverseResult, RequestedTransport, Stage, VoiceError, build_request
 from .service import StatusReport, VoiceService
 
 logger = logging.getLogger(__name__)
@@ -37,17 +38,26 @@ def _guide() -> str:
     return (Path(__file__).parent / "resources" / "guide.md").read_text(encoding="utf-8")
 
 
-def create_server(settings: Settings, service: VoiceService | None = None, *, prewarm: bool = True) -> MCPServer:
-    voice_service = service or VoiceService(settings)
+ServiceFactory = Callable[[Settings], VoiceService]
+
+
+def create_server(
+    settings: Settings, service_factory: ServiceFactory = VoiceService, *, prewarm: bool = True
+) -> MCPServer:
+    """The MCP server. The lifespan builds the `VoiceService` (`service_factory`, e.g. a stand-in in tests) and
+    closes it, with everything it built, when the server stops."""
 
     @asynccontextmanager
-    async def lifespan(_: MCPServer) -> AsyncIterator[None]:
+    async def lifespan(_: MCPServer) -> AsyncIterator[VoiceService]:
+        voice_service = service_factory(settings)
         warming = asyncio.create_task(voice_service.prewarm()) if prewarm else None
         try:
-            yield
+            yield voice_service
         finally:
             if warming is not None:
                 warming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await warming
             await voice_service.aclose()
 
     server = MCPServer(
@@ -62,7 +72,7 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
         message: Annotated[str, Field(description="What to say to the user.")],
         ctx: Context,
         wait_for_response: bool = True,
-        transport: Literal["auto", "local", "livekit"] = "auto",
+        transport: RequestedTransport = "auto",
         listen_duration_max: Annotated[float | None, Field(gt=0, description="Max listen seconds.")] = None,
         listen_duration_min: Annotated[
             float | None, Field(ge=0, description="Seconds before silence may end the turn.")
@@ -78,36 +88,34 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
             bool, Field(description="Listen for the full max duration instead of stopping at silence.")
         ] = False,
     ) -> ConverseResult:
-        if not message.strip():
-            raise ToolError("message is empty: pass the text to speak to the user.")
-        request = build_request(
-            settings,
-            message=message,
-            wait_for_response=wait_for_response,
-            listen_duration_max=listen_duration_max,
-            listen_duration_min=listen_duration_min,
-            voice=voice,
-            speed=speed,
-            language=language,
-            chimes=chimes,
-            vad_aggressiveness=vad_aggressiveness,
-            disable_silence_detection=disable_silence_detection,
-        )
+        try:
+            request = build_request(
+                settings,
+                message=message,
+                wait_for_response=wait_for_response,
+                listen_duration_max=listen_duration_max,
+                listen_duration_min=listen_duration_min,
+                voice=voice,
+                speed=speed,
+                language=language,
+                chimes=chimes,
+                vad_aggressiveness=vad_aggressiveness,
+                disable_silence_detection=disable_silence_detection,
+            )
+        except ValueError as exc:
+            raise ToolError(f"invalid argument: {exc}") from exc
 
         async def progress(stage: Stage, text: str) -> None:
-            try:
-                await ctx.report_progress(_STAGE_PROGRESS[stage], len(_STAGE_PROGRESS), f"{stage.value}: {text}")
-            except Exception as exc:  # a client that dropped progress must not cost the reply
-                logger.debug("progress notification failed: %s", exc)
+            await ctx.report_progress(_STAGE_PROGRESS[stage], len(_STAGE_PROGRESS), f"{stage.value}: {text}")
 
         try:
-            return await voice_service.converse(request, transport, progress)
+            return await _service(ctx).converse(request, transport, progress)
         except VoiceError as exc:
             raise ToolError(f"[{exc.code}] {exc}") from exc
 
     @server.tool(description=STATUS_DESCRIPTION)
-    async def voice_status() -> StatusReport:
-        return await voice_service.status()
+    async def voice_status(ctx: Context) -> StatusReport:
+        return await _service(ctx).status()
 
     @server.resource("voice://guide", name="guide", mime_type="text/markdown", description="How to use converse well.")
     def guide() -> str:
@@ -116,37 +124,9 @@ def create_server(settings: Settings, service: VoiceService | None = None, *, pr
     return server
 
 
-def build_request(
-    settings: Settings,
-    *,
-    message: str,
-    wait_for_response: bool = True,
-    listen_duration_max: float | None = None,
-    listen_duration_min: float | None = None,
-    voice: str | None = None,
-    speed: float | None = None,
-    language: str | None = None,
-    chimes: bool | None = None,
-    vad_aggressiveness: int | None = None,
-    disable_silence_detection: bool = False,
-) -> ConverseRequest:
-    """Tool arguments, with the settings' defaults for what the caller left out."""
-    max_seconds = listen_duration_max if listen_duration_max is not None else settings.listen_max
-    min_seconds = listen_duration_min if listen_duration_min is not None else settings.listen_min
-    try:
-        listen = ListenOptions(
-            max_seconds=max_seconds,
-            min_seconds=min(min_seconds, max_seconds),
-            silence_ms=settings.silence_ms,
-            vad_aggressiveness=settings.vad_aggressiveness if vad_aggressiveness is None else vad_aggressiveness,
-            silence_detection=not disable_silence_detection,
-            audio_cues=settings.audio_cues if chimes is None else chimes,
-            language=language or settings.stt_language,
-        )
-        speak = SpeakOptions(voice=voice, speed=speed)
-    except ValueError as exc:
-        raise ToolError(f"invalid argument: {exc}") from exc
-    return ConverseRequest(message=message, wait_for_response=wait_for_response, listen=listen, speak=speak)
+def _service(ctx: Context) -> VoiceService:
+    """The `VoiceService` the lifespan built for this server."""
+    return cast(VoiceService, ctx.request_context.lifespan_context)
 
 
 def _version() -> str:

@@ -27,10 +27,8 @@ from agent.protocol import (
     ConverseCall,
     ConverseFailed,
     ConverseOk,
-    ListenParams,
     Progress,
     ProtocolError,
-    SpeakParams,
     StreamedBody,
     decode_response_body,
     decode_rpc_response,
@@ -46,6 +44,7 @@ from mcp_bridge.models import (
     Timings,
     TransportName,
     TransportUnavailable,
+    UnsupportedOption,
     VoiceError,
 )
 from mcp_bridge.transport import TransportHealth
@@ -174,7 +173,6 @@ class LiveKitTransport:
     # --- converse -----------------------------------------------------------------------------------------------
     async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
         async with self._call_lock:
-            started = time.perf_counter()
             worker = self._worker
             room = self.link.room
             if worker is None or room is None or worker.identity not in room.remote_participants:
@@ -185,7 +183,6 @@ class LiveKitTransport:
                 self._forget_worker()
                 raise
             result = self._result(reply)
-            result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)
             await progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
             return result
 
@@ -194,15 +191,8 @@ class LiveKitTransport:
         call = ConverseCall(
             message=request.message,
             wait_for_response=request.wait_for_response,
-            listen=ListenParams(
-                max_seconds=request.listen.max_seconds,
-                min_seconds=request.listen.min_seconds,
-                silence_ms=request.listen.silence_ms,
-                vad_aggressiveness=request.listen.vad_aggressiveness,
-                silence_detection=request.listen.silence_detection,
-                language=request.listen.language,
-            ),
-            speak=SpeakParams(voice=request.speak.voice, speed=request.speak.speed),
+            listen=request.listen,
+            speak=request.speak,
         )
         payload, streamed_message = encode_call(call)
         ceiling = (
@@ -307,6 +297,7 @@ class LiveKitTransport:
             tts_provider=answer.tts_provider,
             interrupted=answer.interrupted,
             ended_by=answer.ended_by,
+            ignored_options=answer.ignored_options,
             earlier=[turn.text.strip() for turn in answer.earlier if turn.text.strip()],
         )
 
@@ -396,6 +387,8 @@ class _CallWatch:
 def _failed(answer: ConverseFailed) -> VoiceError:
     if answer.code == "speech_failed":
         return ProviderError(answer.message, answer.hint)
+    if answer.code == "unsupported_option":
+        return UnsupportedOption(answer.message, answer.hint)
     return TransportUnavailable(f"LiveKit worker: {answer.message} [{answer.code}]", answer.hint)
 
 

@@ -22,28 +22,29 @@ from collections.abc import AsyncIterator
 
 from livekit import rtc
 from livekit.agents import stt as lk_stt
-from livekit.agents import tokenize
 from livekit.agents import tts as lk_tts
 from livekit.agents import vad as lk_vad
 
+from agent import cues
 from agent.config import Settings
 from agent.speech import provider_label
+from agent.speech.call_options import CallOptions, OptionRefused
+from agent.speech.sentences import sentences
 from mcp_bridge.models import (
     AudioDeviceError,
     ConverseRequest,
     ConverseResult,
     ProgressCallback,
     ProviderError,
-    SpeakOptions,
     Stage,
     Timings,
     TransportName,
+    UnsupportedOption,
     VoiceError,
 )
 from mcp_bridge.transport import TransportHealth
 
-from . import cues
-from .devices import describe_devices, resolve_device
+from .devices import resolve_device
 from .echo import EchoCanceller
 from .endpointing import EndpointConfig, SpeechStarted
 from .listener import Heard, Listener
@@ -80,9 +81,6 @@ class LocalTransport:
         self.vad = vad
         self.early_transcription = early_transcription
         self._lock = asyncio.Lock()  # one exchange at a time: there is one microphone and one speaker
-        self._sentences = tokenize.basic.SentenceTokenizer()
-        self._tts_variants: dict[tuple[str | None, float | None], lk_tts.TTS] = {}
-        self._closing_variants: set[asyncio.Task[None]] = set()
 
     # --- Transport protocol -------------------------------------------------------------------------------------
 
@@ -98,56 +96,29 @@ class LocalTransport:
         return TransportHealth(name="local", available=True, detail=f"microphone {mic}, speaker {speaker}")
 
     async def aclose(self) -> None:
-        async with self._lock:  # the exchange in progress (if any) finished; streams are per exchange
-            variants, self._tts_variants = list(self._tts_variants.values()), {}
-            for variant in variants:  # built here, so closed here; the shared providers belong to the caller
-                await variant.aclose()
-            if self._closing_variants:
-                await asyncio.wait(self._closing_variants)
+        """Waits for the exchange in progress; devices live per exchange, the providers belong to the caller."""
+        async with self._lock:
+            return
 
     async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
         started = time.perf_counter()
         async with self._lock:
-            return await _Exchange(self, request, progress, started).run()
+            options = CallOptions(tts_=self.tts, stt_=self.stt)  # per-call voice/speed/language, as in the worker
+            try:
+                options.apply(request.speak, language=request.listen.language)
+            except OptionRefused as exc:
+                raise UnsupportedOption(exc.problem, exc.fix) from exc
+            try:
+                return await _Exchange(self, request, progress, started, options).run()
+            finally:
+                options.restore()
 
     # --- speaking -----------------------------------------------------------------------------------------------
-
-    def sentences(self, text: str) -> list[str]:
-        parts = [s.strip() for s in self._sentences.tokenize(text) if s.strip()]
-        return parts or ([text.strip()] if text.strip() else [])
-
-    def tts_for(self, speak: SpeakOptions) -> lk_tts.TTS:
-        """The shared TTS; for a call that asks for another voice or speed, the configured providers built with it
-        (the same builder, so the same failover order). A few variants are kept; the oldest is closed."""
-        if speak.voice is None and speak.speed is None:
-            return self.tts
-        key = (speak.voice, speak.speed)
-        variant = self._tts_variants.get(key)
-        if variant is None:
-            from agent.speech import ProviderUnavailable, build_tts
-
-            update: dict[str, object] = {}
-            if speak.voice is not None:
-                update |= {"tts_voice": speak.voice, "espeak_voice": speak.voice, "openai_tts_voice": speak.voice}
-            if speak.speed is not None:
-                update["tts_speed"] = speak.speed
-            try:
-                variant = build_tts(self.settings.model_copy(update=update))
-            except ProviderUnavailable as exc:
-                raise ProviderError(
-                    f"No TTS provider can speak with voice={speak.voice!r} speed={speak.speed!r}: {exc.problem}.",
-                    exc.fix,
-                ) from exc
-            if len(self._tts_variants) >= MAX_TTS_VARIANTS:
-                oldest = self._tts_variants.pop(next(iter(self._tts_variants)))
-                self._closing_variants.add(asyncio.get_running_loop().create_task(oldest.aclose()))
-            self._tts_variants[key] = variant
-        return variant
 
     async def synthesize(self, text: str, tts: lk_tts.TTS | None = None) -> AsyncIterator[rtc.AudioFrame]:
         """Audio of `text`, one sentence after the other, as soon as each is synthesised."""
         tts = tts or self.tts
-        for sentence in self.sentences(text):
+        for sentence in sentences(text):
             try:
                 async with tts.synthesize(sentence) as stream:
                     async for audio in stream:
@@ -161,19 +132,22 @@ class LocalTransport:
                 ) from exc
 
 
-MAX_TTS_VARIANTS = 4
-
-
 class _Exchange:
     """One converse call: owns the devices and tasks for its duration."""
 
     def __init__(
-        self, transport: LocalTransport, request: ConverseRequest, progress: ProgressCallback, started: float
+        self,
+        transport: LocalTransport,
+        request: ConverseRequest,
+        progress: ProgressCallback,
+        started: float,
+        options: CallOptions,
     ) -> None:
         self.t = transport
         self.settings = transport.settings
         self.request = request
-        self._progress = progress
+        self.progress = progress
+        self.options = options
         self.started = started
         self.interrupted = False
         self.player: Player | None = None
@@ -181,14 +155,8 @@ class _Exchange:
         self.speak_task: asyncio.Task[None] | None = None
         self.speak_started: float | None = None
         self.speak_ended: float | None = None
-        self.cues = request.listen.audio_cues and self.settings.audio_cues
-        self.tts = transport.tts_for(request.speak)
-
-    async def progress(self, stage: Stage, message: str) -> None:
-        try:
-            await self._progress(stage, message)
-        except Exception as exc:  # a broken progress channel must not lose the user's reply
-            log.debug("progress callback failed: %s", exc)
+        self.cues = request.listen.audio_cues
+        self.tts = transport.tts
 
     async def run(self) -> ConverseResult:
         listening = self.request.wait_for_response
@@ -208,21 +176,25 @@ class _Exchange:
             if listener is not None:
                 listen_task = asyncio.create_task(listener.run(), name="voice-mcp-listen")
             await self._speak(listen_task)
-            if listener is None or listen_task is None:
-                return self._result(None)
-            heard = await self._listen(listener, listen_task)
-            return self._result(heard)
+            heard = await self._listen(listener, listen_task) if listener is not None and listen_task else None
+            result = self._result(heard)
+            await self.progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
+            return result
         finally:
             await self._cleanup(listen_task)
 
     def _listener(self) -> Listener:
         assert self.mic is not None
         opts = self.request.listen
+        aggressiveness = opts.vad_aggressiveness
+        if aggressiveness is None:
+            aggressiveness = self.settings.vad_aggressiveness
         config = EndpointConfig.from_options(
             max_seconds=opts.max_seconds, min_seconds=opts.min_seconds, silence_ms=opts.silence_ms,
-            vad_aggressiveness=opts.vad_aggressiveness, silence_detection=opts.silence_detection,
+            vad_aggressiveness=aggressiveness, silence_detection=opts.silence_detection,
         )
-        transcriber = Transcriber(self.t.stt, language=opts.language, provider_timeout=self.settings.provider_timeout)
+        # the call's language is already set on the STT (CallOptions), so the transcriber asks with the STT's own
+        transcriber = Transcriber(self.t.stt, provider_timeout=self.settings.provider_timeout)
         return Listener(
             self.mic, self.t.vad, transcriber, config,
             recordings_dir=self.settings.data_dir / "recordings",
@@ -302,17 +274,18 @@ class _Exchange:
 
     def _result(self, heard: Heard | None) -> ConverseResult:
         assert self.player is not None
-        now = time.perf_counter()
         first_audio = self.player.first_audio_at if self.speak_started is not None else None
         timings = Timings(
             first_audio_ms=_ms(self.started, first_audio),
             speak_ms=_ms(first_audio or self.speak_started, self.speak_ended) if self.speak_started else None,
-            total_ms=_ms(self.started, now) or 0.0,
         )
         result = ConverseResult(
             text="", heard_speech=False, transport="local", timings=timings,
             tts_provider=provider_label(self.tts) if self.speak_started else None,
             interrupted=self.interrupted, ended_by="not_waiting",
+            ignored_options=self.options.ignored(
+                spoke=first_audio is not None, transcribed=heard is not None and heard.heard_speech
+            ),
         )
         if heard is None:
             return result
@@ -340,8 +313,3 @@ class _Exchange:
                     async with asyncio.timeout(1.0):
                         await self.player.wait_done()
             await self.player.aclose()
-
-
-def describe_local_devices() -> str:
-    """Both device lists, for diagnostics."""
-    return f"{describe_devices('input')} {describe_devices('output')}"

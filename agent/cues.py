@@ -1,5 +1,7 @@
 """Short chimes that tell the user when listening starts and stops, generated with numpy (no sound files).
 
+Shared by both paths: the local loop plays them on the speaker, the worker into the room.
+
 Start: two rising notes; stop: two falling notes. Soft (-18 dBFS) sine tones with smooth edges, so they do not
 click and the voice activity detector does not take them for speech.
 """
