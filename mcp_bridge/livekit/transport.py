@@ -188,12 +188,7 @@ class LiveKitTransport:
 
     async def _call(self, worker: WorkerHandle, request: ConverseRequest, progress: ProgressCallback) -> ConverseOk:
         room = await self.link.ensure_connected(self.settings.livekit_timeout)
-        call = ConverseCall(
-            message=request.message,
-            wait_for_response=request.wait_for_response,
-            listen=request.listen,
-            speak=request.speak,
-        )
+        call = converse_call(request)
         payload, streamed_message = encode_call(call)
         ceiling = (
             speak_timeout(request.message, request.speak.speed or 1.0)
@@ -309,6 +304,13 @@ class LiveKitTransport:
             with contextlib.suppress(BaseException):
                 await self._warmup
         await self.link.aclose()
+
+
+def converse_call(request: ConverseRequest) -> ConverseCall:
+    """The wire call for a request: the per-call options are the same models on both sides (`agent.protocol`)."""
+    return ConverseCall(
+        message=request.message, wait_for_response=request.wait_for_response, listen=request.listen, speak=request.speak
+    )
 
 
 class _CallWatch:
