@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from livekit import rtc
 
-_START_NOTES = (660.0, 880.0)
-_STOP_NOTES = (880.0, 587.33)
+START_NOTES = (660.0, 880.0)
+STOP_NOTES = (880.0, 587.33)
 _NOTE_SECONDS = 0.07
 _GAP_SECONDS = 0.02
 _LEVEL = 10 ** (-18 / 20)
@@ -42,8 +42,8 @@ def chime(notes: tuple[float, ...], rate: int) -> rtc.AudioFrame:
 
 
 def listening_started(rate: int) -> rtc.AudioFrame:
-    return chime(_START_NOTES, rate)
+    return chime(START_NOTES, rate)
 
 
 def listening_stopped(rate: int) -> rtc.AudioFrame:
-    return chime(_STOP_NOTES, rate)
+    return chime(STOP_NOTES, rate)

@@ -22,12 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.speech.vad import ACTIVATION_THRESHOLDS
-
-
-def activation_threshold(aggressiveness: int) -> float:
-    """vad_aggressiveness 0 (permissive) … 3 (strict) → speech probability threshold (the speech package's map)."""
-    return ACTIVATION_THRESHOLDS[max(0, min(3, aggressiveness))]
+from agent.speech.vad import activation_threshold, deactivation_threshold  # the one map, as for the worker's VAD
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,7 @@ class EndpointConfig:
             silence=silence,
             silence_detection=silence_detection,
             activation=activation,
-            deactivation=max(0.05, activation - 0.15),
+            deactivation=deactivation_threshold(activation),
             pause=max(0.2, min(0.5, silence / 3)),
         )
 
@@ -97,7 +92,6 @@ class Endpointer:
         self._run_start: float | None = None
         self._run_length = 0.0
         self._paused = False
-        self._last_t: float | None = None
 
     @property
     def heard_speech(self) -> bool:
@@ -111,7 +105,6 @@ class Endpointer:
         if self.ended is not None:
             return []
         events: list[Event] = []
-        self._last_t = t
         cfg = self.config
         if self.onset is None:
             playback = self.listen_start is None

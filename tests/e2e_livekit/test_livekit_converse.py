@@ -190,3 +190,69 @@ async def test_a_cancelled_converse_frees_the_worker_and_keeps_what_the_user_say
     finally:
         await transport.aclose()
     assert {"water", "plants", "tomorrow"} <= words(result.text), result.text
+
+
+def dominant_hz(samples: np.ndarray, level: int = 500) -> float | None:
+    """Frequency of the strongest component of the loud part of `samples` (None: nothing loud)."""
+    loud = np.flatnonzero(np.abs(samples) > level)
+    if loud.size == 0:
+        return None
+    part = samples[loud[0] : loud[-1] + 1].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(part * np.hanning(part.size)))
+    return float(np.fft.rfftfreq(part.size, 1 / USER_RATE)[int(np.argmax(spectrum))])
+
+
+def is_cue(hz: float | None, notes: tuple[float, ...]) -> bool:
+    return hz is not None and any(abs(hz - note) < 25 for note in notes)
+
+
+async def test_per_call_options_reach_the_worker_cues_voice_and_language(
+    lk_worker: WorkerProcess,
+    lk_settings: Callable[..., Settings],
+    lk_user: TestUser,
+    piper: PiperTTS,
+) -> None:
+    """chimes are played into the room, a voice is applied or refused by the worker, a language the worker's STT
+    cannot transcribe is refused there — none of them is dropped on the way."""
+    import time
+
+    from agent.cues import START_NOTES, STOP_NOTES
+    from agent.speech.models import BUNDLED_PIPER_VOICE
+    from mcp_bridge.models import SpeakOptions, UnsupportedOption
+
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    try:
+        stages = StageLog()
+        request = ConverseRequest(
+            message="Tell me after the chime.",
+            listen=ListenOptions(max_seconds=60, audio_cues=True),
+            speak=SpeakOptions(voice=BUNDLED_PIPER_VOICE, speed=1.2),
+        )
+        call = asyncio.create_task(transport.converse(request, stages))
+        await asyncio.wait_for(stages.listening.wait(), 180)
+        listening_at = time.monotonic()
+        await wait_until(
+            lambda: is_cue(dominant_hz(lk_user.heard.samples(listening_at)), START_NOTES), 20, "the start cue"
+        )
+        reply = await synthesize(piper, "Please deploy the release now.")
+        spoke_at = time.monotonic()  # the worker is silent while the user speaks: what it sends next is the cue
+        await lk_user.speak(reply)
+        result = await asyncio.wait_for(call, 120)
+        await wait_until(lambda: is_cue(dominant_hz(lk_user.heard.samples(spoke_at)), STOP_NOTES), 20, "the stop cue")
+        assert result.heard_speech and "deploy" in words(result.text), result.text
+        assert result.ignored_options == []
+
+        with pytest.raises(UnsupportedOption) as refused_language:
+            await transport.converse(
+                ConverseRequest(message="Sprechen Sie Deutsch?", listen=ListenOptions(language="de")), StageLog()
+            )
+        assert "language" in str(refused_language.value) and "English-only" in str(refused_language.value)
+
+        with pytest.raises(UnsupportedOption) as refused_voice:
+            await transport.converse(
+                ConverseRequest(message="Hello.", wait_for_response=False, speak=SpeakOptions(voice="zz-no-voice")),
+                StageLog(),
+            )
+        assert "zz-no-voice" in str(refused_voice.value)
+    finally:
+        await transport.aclose()
