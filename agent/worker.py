@@ -20,6 +20,7 @@ from livekit.plugins import openai  # plugins register on import, which livekit 
 from .config import Settings, load_settings
 from .converse_service import ConverseService
 from .linking import AWAITING_USER, UserLinker
+from .participants import workers_in_serving_order
 from .protocol import (
     ATTR_REQUEST_ID,
     ATTR_ROLE,
@@ -172,9 +173,10 @@ async def _another_worker_serves(room: rtc.Room) -> bool:
     """Two dispatches can race (a bridge retrying while a worker starts): the worker with the smallest identity
     keeps the room, so user turns are never split between two queues. The bridge prefers the same one."""
     me = room.local_participant.identity
-    for identity in sorted(room.remote_participants):
-        if not identity.startswith(WORKER_IDENTITY_PREFIX) or identity >= me:
-            continue
+    for worker in workers_in_serving_order(room.remote_participants.values()):
+        identity = worker.identity
+        if identity >= me:
+            break
         try:
             await room.local_participant.perform_rpc(
                 destination_identity=identity,

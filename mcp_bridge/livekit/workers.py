@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from livekit import api, rtc
 
-from agent.protocol import ATTR_ROLE, RPC_PING, WORKER_IDENTITY_PREFIX, PingCall, PingReply
+from agent.participants import workers_in_serving_order
+from agent.protocol import RPC_PING, PingCall, PingReply
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 PING_TIMEOUT = 3.0
 DISPATCH_PATIENCE = 15.0
@@ -25,15 +26,8 @@ class WorkerHandle:
 
 
 def worker_candidates(room: rtc.Room) -> list[rtc.RemoteParticipant]:
-    """Participants that may be voice-mcp workers, in the order a contested room is kept by them."""
-    found = [
-        p
-        for p in room.remote_participants.values()
-        if p.identity.startswith(WORKER_IDENTITY_PREFIX)
-        or p.attributes.get(ATTR_ROLE) == "worker"
-        or p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    ]
-    return sorted(found, key=lambda p: p.identity)  # the worker that keeps a contested room (agent.worker)
+    """Participants that may be voice-mcp workers, the one that keeps a contested room first (`agent.participants`)."""
+    return workers_in_serving_order(room.remote_participants.values())
 
 
 _SILENT_CODES = {
@@ -75,7 +69,7 @@ async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> P
 
 
 async def find_worker(room: rtc.Room, within: float, skip: set[str]) -> WorkerHandle | None:
-    """The newest worker that answers a ping. Identities that stay silent are added to `skip`."""
+    """The first worker, in serving order, that answers a ping. Identities that stay silent are added to `skip`."""
     for participant in worker_candidates(room):
         if participant.identity in skip:
             continue
