@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -205,5 +205,3 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> 
         fix = _FIXES.get(field, f"correct or unset {variable_name(field)}")
         raise ConfigError(variable_name(field), message, fix) from None
 
-
-SilenceMode = Literal["normal", "off"]

@@ -32,7 +32,7 @@ from .protocol import (
     WireTimings,
 )
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 TURN_GRACE_SECONDS = 20.0
 """How long a turn the user is still speaking at `max_seconds` may take to finish before listening gives up."""

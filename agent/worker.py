@@ -45,7 +45,7 @@ from .protocol import (
 from .speech import build_stt, build_tts, build_vad, provider_label, tune_vad
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 MESSAGE_STREAM_WAIT = 30.0
 """Seconds a converse call waits for its streamed message to finish arriving."""

@@ -19,7 +19,7 @@ from mcp_bridge.models import TransportUnavailable
 
 from .tokens import TokenSource
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0

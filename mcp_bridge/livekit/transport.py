@@ -53,7 +53,7 @@ from .link import RoomLink
 from .tokens import TokenSource
 from .workers import PING_TIMEOUT, Dispatcher, WorkerHandle, find_worker
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 RESPONSE_STREAM_WAIT = 30.0
 _STAGES = {"speaking": Stage.SPEAKING, "listening": Stage.LISTENING, "transcribing": Stage.TRANSCRIBING}
