@@ -192,18 +192,19 @@ async def test_a_cancelled_converse_frees_the_worker_and_keeps_what_the_user_say
     assert {"water", "plants", "tomorrow"} <= words(result.text), result.text
 
 
-def dominant_hz(samples: np.ndarray, level: int = 500) -> float | None:
-    """Frequency of the strongest component of the loud part of `samples` (None: nothing loud)."""
-    loud = np.flatnonzero(np.abs(samples) > level)
-    if loud.size == 0:
-        return None
-    part = samples[loud[0] : loud[-1] + 1].astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(part * np.hanning(part.size)))
-    return float(np.fft.rfftfreq(part.size, 1 / USER_RATE)[int(np.argmax(spectrum))])
-
-
-def is_cue(hz: float | None, notes: tuple[float, ...]) -> bool:
-    return hz is not None and any(abs(hz - note) < 25 for note in notes)
+def cue_match(heard: np.ndarray, cue: rtc.AudioFrame) -> float:
+    """Best normalised cross-correlation (0…1) of the cue's waveform anywhere in `heard` (speech stays far below)."""
+    template = np.frombuffer(cue.data, dtype=np.int16).astype(np.float64)
+    if heard.size < template.size:
+        return 0.0
+    signal = heard.astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(signal.size + template.size)))
+    spectrum = np.fft.rfft(signal, n) * np.conj(np.fft.rfft(template, n))
+    corr = np.fft.irfft(spectrum, n)[: signal.size - template.size + 1]
+    energy = np.concatenate([[0.0], np.cumsum(signal**2)])
+    window_energy = energy[template.size :] - energy[: signal.size - template.size + 1]
+    norm = np.sqrt(np.maximum(window_energy, 1e-9) * (template**2).sum())
+    return float(np.max(np.abs(corr) / norm))
 
 
 async def test_per_call_options_reach_the_worker_cues_voice_and_language(
@@ -216,7 +217,7 @@ async def test_per_call_options_reach_the_worker_cues_voice_and_language(
     cannot transcribe is refused there — none of them is dropped on the way."""
     import time
 
-    from agent.cues import START_NOTES, STOP_NOTES
+    from agent.cues import listening_started, listening_stopped
     from agent.speech.models import BUNDLED_PIPER_VOICE
     from mcp_bridge.models import SpeakOptions, UnsupportedOption
 
@@ -228,17 +229,16 @@ async def test_per_call_options_reach_the_worker_cues_voice_and_language(
             listen=ListenOptions(max_seconds=60, audio_cues=True),
             speak=SpeakOptions(voice=BUNDLED_PIPER_VOICE, speed=1.2),
         )
+        called_at = time.monotonic()
         call = asyncio.create_task(transport.converse(request, stages))
         await asyncio.wait_for(stages.listening.wait(), 180)
-        listening_at = time.monotonic()
-        await wait_until(
-            lambda: is_cue(dominant_hz(lk_user.heard.samples(listening_at)), START_NOTES), 20, "the start cue"
-        )
+        started_cue, stopped_cue = listening_started(USER_RATE), listening_stopped(USER_RATE)
+        await wait_until(lambda: cue_match(lk_user.heard.samples(called_at), started_cue) > 0.6, 20, "the start cue")
         reply = await synthesize(piper, "Please deploy the release now.")
         spoke_at = time.monotonic()  # the worker is silent while the user speaks: what it sends next is the cue
         await lk_user.speak(reply)
         result = await asyncio.wait_for(call, 120)
-        await wait_until(lambda: is_cue(dominant_hz(lk_user.heard.samples(spoke_at)), STOP_NOTES), 20, "the stop cue")
+        await wait_until(lambda: cue_match(lk_user.heard.samples(spoke_at), stopped_cue) > 0.6, 20, "the stop cue")
         assert result.heard_speech and "deploy" in words(result.text), result.text
         assert result.ignored_options == []
 
