@@ -363,15 +363,9 @@ class _CallWatch:
             self._stage = packet.stage
             stage = _STAGES.get(packet.stage)
             if stage is not None:
-                task = asyncio.get_running_loop().create_task(self._report(stage, packet.detail or stage.value))
+                task = asyncio.get_running_loop().create_task(self._progress(stage, packet.detail or stage.value))
                 self._progress_tasks.add(task)
                 task.add_done_callback(self._progress_tasks.discard)
-
-    async def _report(self, stage: Stage, detail: str) -> None:
-        try:
-            await self._progress(stage, detail)
-        except Exception as exc:  # a broken progress sink must not end the call
-            logger.debug("progress callback failed: %s", exc)
 
     def on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._worker:
