@@ -75,6 +75,11 @@ class RoomLink:
     def connected(self) -> bool:
         return self.room is not None
 
+    @property
+    def rejoining(self) -> bool:
+        """A re-join after a lost connection is scheduled or under way."""
+        return self._reconnect_task is not None and not self._reconnect_task.done()
+
     # --- connecting ---------------------------------------------------------------------------------------------
     async def ensure_connected(self, within: float) -> rtc.Room:
         """The connected room, joining (or waiting for the running re-join) for at most `within` seconds."""
