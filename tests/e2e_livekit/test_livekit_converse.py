@@ -233,11 +233,6 @@ async def test_per_call_options_reach_the_worker_cues_voice_and_language(
         call = asyncio.create_task(transport.converse(request, stages))
         await asyncio.wait_for(stages.listening.wait(), 180)
         started_cue, stopped_cue = listening_started(USER_RATE), listening_stopped(USER_RATE)
-        await asyncio.sleep(5)  # DEBUG
-        import shutil  # DEBUG
-        np.save("/work/wt/health/.debug-heard.npy", lk_user.heard.samples(0))  # DEBUG
-        for f in lk_worker.log.parent.glob("worker-*.log"): shutil.copy(f, "/work/wt/health/.debug-" + f.name)  # DEBUG
-        print("DEBUG match", called_at, [(t, c.size, int(abs(c).max())) for t, c in lk_user.heard.chunks[::50]])  # DEBUG
         await wait_until(lambda: cue_match(lk_user.heard.samples(called_at), started_cue) > 0.6, 20, "the start cue")
         reply = await synthesize(piper, "Please deploy the release now.")
         spoke_at = time.monotonic()  # the worker is silent while the user speaks: what it sends next is the cue
