@@ -1,9 +1,10 @@
 """The one place where voice-mcp reads its configuration.
 
-Settings come from the environment and from a `.env` file in the working directory (python-dotenv, through
-pydantic-settings). Every voice-mcp variable is prefixed `VOICE_MCP_`; LiveKit's own variables keep LiveKit's
-standard names (`LIVEKIT_URL`, `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`) so one `.env` serves the worker, the bridge
-and LiveKit's CLI alike.
+Settings come from the environment and from `.env` files (python-dotenv, through pydantic-settings): first
+`~/.config/voice-mcp/.env` (`$XDG_CONFIG_HOME`), which serves an MCP client that starts us in any directory, then
+`.env` in the working directory, whose values win. The environment wins over both. Every voice-mcp variable is
+prefixed `VOICE_MCP_`; LiveKit's own variables keep LiveKit's standard names (`LIVEKIT_URL`, `LIVEKIT_API_KEY`,
+`LIVEKIT_API_SECRET`) so one `.env` serves the worker, the bridge and LiveKit's CLI alike.
 
 Nothing is read at import time: call `load_settings()` where the settings are needed, and pass the result on.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -190,10 +191,23 @@ def variable_name(field: str) -> str:
     return _LIVEKIT_FIELDS.get(field, ENV_PREFIX + field.upper())
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
-    """Read the settings, raising `ConfigError` (naming the variable and the fix) when they cannot work."""
+def user_env_file() -> Path:
+    """The user's own settings file, read wherever voice-mcp is started from."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "voice-mcp" / ".env"
+
+
+def default_env_files() -> list[Path]:
+    """The `.env` files that exist, in the order they are read (a later file's values win)."""
+    return [path for path in (user_env_file(), Path(".env")) if path.is_file()]
+
+
+def load_settings(env_file: str | Path | Literal["default"] | None = "default", **overrides: object) -> Settings:
+    """Read the settings, raising `ConfigError` (naming the variable and the fix) when they cannot work.
+
+    `env_file`: "default" reads `default_env_files()`; a path reads that file only; None reads no file."""
+    files = default_env_files() if env_file == "default" else env_file
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=files, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else ""

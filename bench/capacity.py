@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,18 +38,13 @@ STEPS = (1, 2, 4, 6, 8, 12, 16, 24, 32)
 SETTLE = 3.0
 
 
-def _python() -> str:
-    venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else "python3"
-
-
 class _Child:
     """A helper process spoken to line by line over stdin/stdout."""
 
     def __init__(self, module: str, url: str, log: Path) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [_python(), "-m", module, url],
+            [sys.executable, "-m", module, url],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -121,7 +121,7 @@ async def _converse(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = await service.converse(request, args.transport, progress)
     except VoiceError as exc:
-        print(f"voice-mcp: {exc}", file=sys.stderr)
+        print(f"voice-mcp: [{exc.code}] {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await service.aclose()

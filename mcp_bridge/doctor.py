@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from agent.config import Settings
+from agent.config import Settings, default_env_files, user_env_file
 
 from .service import StatusReport, VoiceService
 
@@ -36,6 +36,12 @@ def print_report(report: StatusReport, out: TextIO) -> None:
     for t in report.transports:
         mark = OK if t.available else FAIL
         print(f"  [{mark:4}] {t.name}: {t.detail}", file=out)
+    files = [str(path.resolve()) for path in default_env_files()]
+    if files:
+        later = " (the later wins)" if len(files) > 1 else ""
+        print(f"Configuration files read: {', '.join(files)}{later}; the environment wins over them", file=out)
+    else:
+        print(f"Configuration files read: none (voice-mcp reads {user_env_file()} and ./.env)", file=out)
     print("Settings:", file=out)
     for key, value in report.settings.items():
         print(f"  {key} = {value}", file=out)

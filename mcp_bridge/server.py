@@ -14,6 +14,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from agent import package_info
 from agent.config import Settings
 
 from .models import ConverseResult, RequestedTransport, Stage, VoiceError, build_request
@@ -63,7 +64,7 @@ def create_server(
     server = MCPServer(
         name="voice-mcp",
         instructions="Voice conversations with the user: call `converse` to speak and hear the reply.",
-        version=_version(),
+        version=package_info.version(),
         lifespan=lifespan,
     )
 
@@ -127,12 +128,3 @@ def create_server(
 def _service(ctx: Context) -> VoiceService:
     """The `VoiceService` the lifespan built for this server."""
     return cast(VoiceService, ctx.request_context.lifespan_context)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("voice-mcp")
-    except PackageNotFoundError:
-        return "0.0.0"

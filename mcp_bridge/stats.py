@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from agent.config import Settings
+from agent.package_info import install_command
 
 from .exchange_log import LOG_NAME, read_entries
 from .models import Timings
@@ -73,7 +74,9 @@ def summarise(entries: list[dict[str, Any]], log: Path) -> LogSummary:
 
 def print_summary(summary: LogSummary, out: TextIO) -> None:
     print(
-        f"{summary.exchanges} exchanges in {summary.log}; {summary.errors} errors ({summary.error_rate:.1%})", file=out
+        f"{_count(summary.exchanges, 'exchange')} in {summary.log}; {_count(summary.errors, 'error')} "
+        f"({summary.error_rate:.1%})",
+        file=out,
     )
     if summary.by_transport:
         print("transports: " + ", ".join(f"{k} {v}" for k, v in summary.by_transport.items()), file=out)
@@ -85,6 +88,14 @@ def print_summary(summary: LogSummary, out: TextIO) -> None:
             print(f"{name:32} {s.count:>5} {s.median_ms:>10.1f} {s.p90_ms:>10.1f} {s.max_ms:>10.1f}", file=out)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+class ChartUnavailable(RuntimeError):
+    """Charts need matplotlib, which only the `bench` extra installs."""
+
+
 def draw_chart(stages: dict[str, StageSummary], path: Path, title: str) -> Path:
     """A horizontal bar chart of median and p90 per stage (matplotlib, from the [bench] extra)."""
     try:
@@ -93,7 +104,7 @@ def draw_chart(stages: dict[str, StageSummary], path: Path, title: str) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise RuntimeError("drawing charts needs matplotlib: pip install 'voice-mcp[bench]'") from exc
+        raise ChartUnavailable(f"drawing charts needs matplotlib: {install_command('bench')}") from exc
     names = list(stages)
     medians = [stages[n].median_ms for n in names]
     p90s = [stages[n].p90_ms for n in names]
@@ -124,6 +135,10 @@ def run_stats(settings: Settings, *, chart: str | None = None, as_json: bool = F
         if not summary.stages:
             print("no timings to chart yet", file=sys.stderr)
             return 1
-        draw_chart(summary.stages, Path(chart), "voice-mcp exchanges: latency per stage")
+        try:
+            draw_chart(summary.stages, Path(chart), "voice-mcp exchanges: latency per stage")
+        except ChartUnavailable as exc:
+            print(f"voice-mcp stats: {exc}", file=sys.stderr)
+            return 1
         print(f"chart written to {chart}", file=sys.stderr)
     return 0

@@ -21,6 +21,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith(("VOICE_MCP_", "LIVEKIT_")) or name == "OPENAI_API_KEY":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # nor the developer's own settings
 
 
 def test_defaults_are_the_embedded_offline_stack() -> None:
@@ -44,6 +45,37 @@ def test_env_file_is_read(tmp_path: Path) -> None:
     settings = load_settings()
     assert settings.silence_ms == 1500
     assert settings.livekit_url == "ws://127.0.0.1:7880"
+
+
+def test_user_config_env_file_is_read_and_the_working_directory_wins(tmp_path: Path) -> None:
+    """An MCP client starts the server in a directory of its choosing: the user's own file is read from anywhere."""
+    user_file = tmp_path / "config" / "voice-mcp" / ".env"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text("VOICE_MCP_SILENCE_MS=1700\nVOICE_MCP_ROOM=from-user-config\n")
+    settings = load_settings()
+    assert (settings.silence_ms, settings.room) == (1700, "from-user-config")
+    (tmp_path / ".env").write_text("VOICE_MCP_SILENCE_MS=900\n")
+    settings = load_settings()
+    assert (settings.silence_ms, settings.room) == (900, "from-user-config")
+
+
+def test_doctor_says_which_env_files_it_read(tmp_path: Path) -> None:
+    user_file = tmp_path / "config" / "voice-mcp" / ".env"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text("VOICE_MCP_SILENCE_MS=1700\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_bridge", "doctor"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"Configuration files read: {user_file}" in done.stdout
+    (tmp_path / ".env").write_text("VOICE_MCP_SILENCE_MS=900\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_bridge", "doctor"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+    assert f"Configuration files read: {user_file}, {tmp_path / '.env'} (the later wins)" in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,15 @@ def test_every_setting_is_documented() -> None:
     assert missing == []
 
 
-def test_readme_names_every_cli_command() -> None:
+def test_readme_names_every_cli_command_as_it_runs_from_a_clone() -> None:
+    """After the quickstart `voice-mcp` is not on PATH: the README writes each command in a form that runs."""
     readme = (ROOT / "README.md").read_text()
     help_text = build_parser().format_help()
     commands = re.findall(r"^    (\w+)\s{2,}", help_text, flags=re.MULTILINE)
     assert {"serve", "converse", "doctor", "stats"} <= set(commands)
     for command in commands:
-        assert f"voice-mcp {command}" in readme, command
+        assert f"scripts/quickstart {command}" in readme, command
+    assert not re.search(r"^(\$ )?voice-mcp (serve|converse|doctor|stats)", readme, flags=re.MULTILINE)  # would not run
 
 
 def test_readme_one_command_setups_exist_and_ci_runs_the_test_command() -> None:

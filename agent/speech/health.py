@@ -17,6 +17,7 @@ import aiohttp
 from pydantic import BaseModel
 
 from agent.config import Settings
+from agent.package_info import install_command
 
 from .errors import ProviderUnavailable
 from .espeak_tts import ESPEAK_FIX, find_espeak
@@ -47,7 +48,7 @@ def _check_whisper(settings: Settings) -> ProviderStatus:
     if importlib.util.find_spec("faster_whisper") is None:
         return ProviderStatus(
             role="stt", name=name, available=False, detail="faster-whisper is not installed",
-            fix="pip install voice-mcp (faster-whisper is a dependency)",
+            fix=f"{install_command()}: faster-whisper is a dependency",
         )  # fmt: skip
     if settings.stt_model == BUNDLED_WHISPER:
         try:
@@ -102,7 +103,7 @@ def _check_vad() -> ProviderStatus:
     if not present:
         return ProviderStatus(
             role="vad", name="silero", available=False, detail="livekit-plugins-silero (with its model) is missing",
-            fix="pip install voice-mcp (livekit-plugins-silero is a dependency)",
+            fix=f"{install_command()}: livekit-plugins-silero is a dependency",
         )  # fmt: skip
     return ProviderStatus(role="vad", name="silero", available=True, detail="Silero VAD model bundled with the plugin")
 

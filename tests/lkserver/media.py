@@ -5,8 +5,9 @@ transport, which in single-peer-connection mode is the only one), or makes offer
 (the v0 subscriber transport), and it takes trickled ICE candidates, holding them until the
 remote description they belong to is known.
 
-Audio from a publisher is decoded by aiortc and fanned out to subscribers through a
-``MediaRelay``; the subscribers' senders re-encode it (aiortc cannot forward RTP as is).
+Audio from a publisher is forwarded as it arrived, Opus payloads untouched (``forwarding.py``),
+as a real SFU forwards it. Video is decoded by aiortc and fanned out through a ``MediaRelay``,
+which the subscribers' senders re-encode.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,13 +25,17 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
+from .forwarding import OpusForwarder
+
 log = logging.getLogger("lkserver.media")
 
 RELIABLE_LABEL = "_reliable"
 LOSSY_LABEL = "_lossy"
 
-# One relay for the whole server: it decodes each published track once for all subscribers.
+# One relay for the whole server: it decodes each published video track once for all subscribers.
 relay = MediaRelay()
+# The forwarder of each published audio track (the receiver's track), for the subscribers' transports.
+forwarders: weakref.WeakKeyDictionary[MediaStreamTrack, OpusForwarder] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -88,9 +94,20 @@ class Transport:
         self._answer_waiter: asyncio.Future[str] | None = None
         self.negotiation_lock = asyncio.Lock()
 
+        self._forwarders: list[OpusForwarder] = []
+
         @self.pc.on("connectionstatechange")
         def _on_state() -> None:
             log.debug("%s: connection %s", self.name, self.pc.connectionState)
+
+        # Registered first, so the forwarder exists before anybody else hears of the track.
+        @self.pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            transceiver = self.transceiver_of(track)
+            if track.kind == "audio" and transceiver is not None:
+                forwarder = OpusForwarder(transceiver, f"{self.name}/{transceiver.mid}")
+                forwarders[track] = forwarder
+                self._forwarders.append(forwarder)
 
     # -- ICE --------------------------------------------------------------------------------
 
@@ -157,8 +174,10 @@ class Transport:
         return next((t for t in self.pc.getTransceivers() if t.receiver.track is track), None)
 
     def attach(self, transceiver: RTCRtpTransceiver, source: MediaStreamTrack, stream_id: str) -> None:
-        """Send ``source`` (relayed) on ``transceiver``, announced as ``a=msid:<stream_id> ...``."""
-        transceiver.sender.replaceTrack(relay.subscribe(source, buffered=False))
+        """Send ``source`` on ``transceiver`` (audio forwarded, video relayed), announced as
+        ``a=msid:<stream_id> ...``."""
+        forwarder = forwarders.get(source)
+        transceiver.sender.replaceTrack(forwarder.subscribe() if forwarder else relay.subscribe(source, buffered=False))
         # aiortc has no public way to name the stream; LiveKit clients read "PA_x|TR_y" from it.
         transceiver.sender._stream_id = stream_id
         transceiver.direction = "sendonly"
@@ -182,4 +201,6 @@ class Transport:
         self.pc.on(event, handler)
 
     async def close(self) -> None:
+        for forwarder in self._forwarders:
+            forwarder.close()
         await self.pc.close()

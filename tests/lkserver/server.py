@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from . import cors
 from .agents import AgentService
 from .auth import KeyStore
 from .rooms import RoomManager
@@ -44,6 +45,7 @@ class LiveKitServer:
         self.app.add_routes(
             [web.get("/", self._health), *self.signalling.routes(), *self.agents.routes(), *self.twirp.routes()]
         )
+        cors.install(self.app)  # browsers on another origin read validate and call Twirp
         self._runner: web.AppRunner | None = None
 
     @property

@@ -132,25 +132,47 @@ asyncio.run(main())
 """
 
 
-def test_no_input_device_at_all_is_a_device_error_not_a_hang(tmp_path: Path) -> None:
-    """A machine without a sound server: PortAudio lists no devices (fresh process, as PortAudio lists once)."""
+def _run_without_sound_server(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` on a machine without a sound server: PortAudio lists no devices (a fresh process, as PortAudio
+    lists devices once)."""
     empty = Path(tempfile.mkdtemp(prefix="vmcp-nodev-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "PULSE_"))}
-    env.update(XDG_RUNTIME_DIR=str(empty), PULSE_SERVER=f"unix:{empty}/none", HOME=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "PULSE_", "LIVEKIT_"))}
+    env.update(
+        XDG_RUNTIME_DIR=str(empty), PULSE_SERVER=f"unix:{empty}/none", HOME=str(tmp_path),
+        VOICE_MCP_DATA_DIR=str(tmp_path / "data"),
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _NO_DEVICE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-            timeout=120,
+        return subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )
     finally:
         shutil.rmtree(empty, ignore_errors=True)
+
+
+def test_no_input_device_at_all_is_a_device_error_not_a_hang(tmp_path: Path) -> None:
+    proc = _run_without_sound_server(["-c", _NO_DEVICE_SCRIPT], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     assert outcome["raised"] == "audio_device"
     assert "No " in outcome["message"] and "found" in outcome["message"]
-    assert "VOICE_MCP_" in outcome["hint"]
+    assert "No audio device was found" in outcome["hint"] and "voice-mcp doctor" in outcome["hint"]
+    assert "LIVEKIT_URL" in outcome["hint"]
+    assert "VOICE_MCP_OUTPUT_DEVICE" not in outcome["hint"]  # naming a device cannot help without any
     assert outcome["available"] is False
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_converse_without_any_device_says_where_to_go_in_one_line(tmp_path: Path) -> None:
+    """What a user of `voice-mcp converse` sees on a machine with no sound card: one line, no traceback."""
+    proc = _run_without_sound_server(["-m", "mcp_bridge", "converse", "Hello there.", "--transport", "local"], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("voice-mcp:")]
+    assert len(error) == 1, proc.stderr[-2000:]
+    assert error[0].startswith("voice-mcp: [audio_device] No speaker found")
+    assert "No audio device was found on this computer" in error[0]
+    assert "voice-mcp doctor" in error[0] and "LIVEKIT_URL" in error[0]
+    assert proc.stdout == ""
 
 
 async def test_a_device_that_dies_mid_listen_is_a_device_error(

@@ -96,7 +96,7 @@ async def test_without_piper_tts_installed_espeak_serves(monkeypatch: pytest.Mon
     """piper-tts (GPL) comes only with the offline extra; without it, Piper is skipped with the fix."""
     monkeypatch.setitem(sys.modules, "piper", None)  # `import piper` now fails, as when it is not installed
 
-    with pytest.raises(ProviderUnavailable, match=re.escape("pip install 'voice-mcp[offline]'")) as missing:
+    with pytest.raises(ProviderUnavailable, match=re.escape("pip install 'voice-mcp-bridge[offline]'")) as missing:
         PiperTTS()
     assert missing.value.provider == "piper" and "piper-tts is not installed" in missing.value.problem
 
@@ -107,4 +107,4 @@ async def test_without_piper_tts_installed_espeak_serves(monkeypatch: pytest.Mon
     assert frame.duration > 0.3 and provider_label(tts) == "espeak"
 
     piper_status = next(s for s in await check_providers(settings) if s.name == "piper")
-    assert not piper_status.available and piper_status.fix and "voice-mcp[offline]" in piper_status.fix
+    assert not piper_status.available and piper_status.fix and "voice-mcp-bridge[offline]" in piper_status.fix

@@ -82,3 +82,52 @@ def dominant_frequency(samples: np.ndarray) -> float:
 
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(samples**2)))
+
+
+def to_48k(frame: rtc.AudioFrame) -> np.ndarray:
+    """A mono frame of any rate as 48 kHz int16 samples (what a microphone track carries)."""
+    resampler = rtc.AudioResampler(
+        frame.sample_rate, SAMPLE_RATE, num_channels=1, quality=rtc.AudioResamplerQuality.VERY_HIGH
+    )
+    out = [*resampler.push(frame), *resampler.flush()]
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out])
+
+
+async def play_samples(
+    source: rtc.AudioSource, samples: np.ndarray, stop: asyncio.Event, sent: asyncio.Event | None = None
+) -> None:
+    """Feed 48 kHz int16 ``samples`` into ``source`` in 10 ms frames, set ``sent``, then feed silence until
+    ``stop`` is set."""
+    silence = np.zeros(FRAME, dtype=np.int16)
+    for start in range(0, samples.size, FRAME):
+        chunk = samples[start : start + FRAME]
+        chunk = np.concatenate([chunk, silence[: FRAME - chunk.size]])
+        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), SAMPLE_RATE, 1, FRAME))
+    if sent is not None:
+        sent.set()
+    while not stop.is_set():
+        await source.capture_frame(rtc.AudioFrame(silence.tobytes(), SAMPLE_RATE, 1, FRAME))
+
+
+async def record_until_quiet(track: rtc.Track, sent: asyncio.Event, within: float, quiet: float = 1.5) -> np.ndarray:
+    """Mono 48 kHz audio received on ``track`` (float samples in [-1, 1]) from now until ``sent`` is set and
+    the last ``quiet`` seconds were silent, so that everything sent arrives however late it runs; at most
+    ``within`` seconds."""
+    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+    chunks: list[np.ndarray] = []
+    quiet_samples = int(quiet * SAMPLE_RATE)
+    silent_run = 0  # samples received since the last chunk that was not silent
+    try:
+        async with asyncio.timeout(within):
+            async for event in stream:
+                chunk = np.frombuffer(event.frame.data, dtype=np.int16).astype(np.float64) / 32768
+                chunks.append(chunk)
+                silent_run = silent_run + chunk.size if rms(chunk) < SILENCE_RMS else 0
+                if sent.is_set() and silent_run >= quiet_samples:
+                    break
+    finally:
+        await stream.aclose()
+    return np.concatenate(chunks)
+
+
+SILENCE_RMS = 0.003  # about -50 dBFS: what counts as silence in received audio

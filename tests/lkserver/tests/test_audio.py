@@ -1,7 +1,7 @@
 """A published audio track reaches the other participants, through the server, as sound.
 
 The publisher plays a 440 Hz sine; subscribers record what arrives and check its dominant
-frequency and level (aiortc decodes and re-encodes the Opus stream on the way).
+frequency and level (the server forwards the Opus packets as they are).
 """
 
 from __future__ import annotations

@@ -199,3 +199,51 @@ async def test_bad_tokens_are_refused(livekit_server, livekit_room_name, bad_tok
 def _token_with_key(server: LiveKitServerProcess, key: str, room: str) -> str:
     grants = api.VideoGrants(room_join=True, room=room)
     return api.AccessToken(key, server.api_secret).with_identity("eve").with_grants(grants).to_jwt()
+
+
+async def test_browsers_on_another_origin_may_read_validate_and_call_twirp(livekit_server, livekit_room_name):
+    """Like livekit-server: any origin, any request header; tokens, not origins, guard the API."""
+    s = livekit_server
+    origin = "http://10.213.7.2:8780"
+    token = s.token("eve", livekit_room_name)
+    async with aiohttp.ClientSession() as http:
+        for path in ("/rtc/validate", "/rtc/v1/validate"):
+            preflight = {
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            }
+            async with http.options(f"{s.http_url}{path}", headers=preflight) as res:
+                assert res.status == 204
+                assert res.headers["Access-Control-Allow-Origin"] == origin
+                assert res.headers["Access-Control-Allow-Methods"] == "GET"
+                assert res.headers["Access-Control-Allow-Headers"].lower() == "authorization"
+                assert "Origin" in res.headers["Vary"]
+            headers = {"Origin": origin, "Authorization": "Bearer not-a-token"}
+            async with http.get(f"{s.http_url}{path}", headers=headers) as res:
+                assert res.status == 401
+                assert res.headers["Access-Control-Allow-Origin"] == origin  # errors are readable too
+                assert "Origin" in res.headers["Vary"]
+        headers = {"Origin": origin, "Authorization": f"Bearer {token}"}
+        async with http.get(f"{s.http_url}/rtc/validate?room={livekit_room_name}", headers=headers) as res:
+            assert (res.status, await res.text()) == (200, "success")
+            assert res.headers["Access-Control-Allow-Origin"] == origin
+        twirp = f"{s.http_url}/twirp/livekit.RoomService/ListRooms"
+        preflight = {
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        }
+        async with http.options(twirp, headers=preflight) as res:
+            assert (res.status, res.headers["Access-Control-Allow-Methods"]) == (204, "POST")
+            assert res.headers["Access-Control-Allow-Headers"] == "authorization, content-type"
+        admin = s.token("admin", "", room_list=True, room_join=False)
+        headers = {"Origin": origin, "Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
+        async with http.post(twirp, headers=headers, data="{}") as res:
+            assert res.status == 200
+            assert res.headers["Access-Control-Allow-Origin"] == origin
+        refused = {**preflight, "Access-Control-Request-Method": "DELETE"}
+        async with http.options(twirp, headers=refused) as res:
+            assert "Access-Control-Allow-Origin" not in res.headers
+        async with http.get(f"{s.http_url}/rtc/validate") as res:  # no Origin: not a browser, no CORS
+            assert "Access-Control-Allow-Origin" not in res.headers
