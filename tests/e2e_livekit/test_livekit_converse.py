@@ -11,8 +11,10 @@ import pytest
 from livekit import rtc
 
 from agent.config import Settings
+from agent.protocol import PingReply
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.livekit import LiveKitTransport
+from mcp_bridge.livekit.workers import WorkerHandle
 from mcp_bridge.models import ConverseRequest, ConverseTimeout, ListenOptions, Stage, TransportUnavailable
 
 from .conftest import synthesize, wait_until
@@ -34,6 +36,21 @@ class StageLog:
         self.stages.append(stage)
         if stage == Stage.LISTENING:
             self.listening.set()
+
+
+async def worker_state(
+    transport: LiveKitTransport, condition: Callable[[PingReply], bool], what: str, within: float = 60.0
+) -> WorkerHandle:
+    """Ping the worker until its state meets `condition` (bounded; the state lives in another process)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        worker = await transport.ensure_worker(30)
+        if condition(worker.info):
+            return worker
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}: {worker.info}")
+        await asyncio.sleep(0.2)
 
 
 async def transcribe(whisper: FasterWhisperSTT, samples: np.ndarray) -> str:
@@ -127,20 +144,11 @@ async def test_what_the_user_says_with_no_converse_waiting_is_returned_by_the_ne
 ) -> None:
     transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
     try:
-        worker = await transport.ensure_worker(120)  # dispatched and in the room, nobody calling converse
-        for _ in range(300):
-            if worker.info.user_identity == "alice":
-                break
-            await asyncio.sleep(0.2)
-            worker = await transport.ensure_worker(30)
-        assert worker.info.user_identity == "alice", "the worker listens to the user"
+        await transport.ensure_worker(120)  # dispatched and in the room, nobody calling converse
+        await worker_state(transport, lambda info: info.user_identity == "alice", "the worker to listen to the user")
 
         await lk_user.speak(await synthesize(piper, "Remember to update the changelog before the release."))
-        for _ in range(300):
-            worker = await transport.ensure_worker(30)
-            if worker.info.queued:
-                break
-            await asyncio.sleep(0.2)
+        worker = await worker_state(transport, lambda info: info.queued > 0, "the turn to be queued")
         assert worker.info.queued == 1
 
         result = await asyncio.wait_for(
@@ -171,19 +179,10 @@ async def test_a_cancelled_converse_frees_the_worker_and_keeps_what_the_user_say
         with pytest.raises(asyncio.CancelledError):
             await abandoned
 
-        for _ in range(100):  # the worker hears about it and stops listening
-            worker = await transport.ensure_worker(30)
-            if not worker.info.busy:
-                break
-            await asyncio.sleep(0.2)
-        assert not worker.info.busy
+        await worker_state(transport, lambda info: not info.busy, "the worker to hear of the cancel")
 
         await lk_user.speak(await synthesize(piper, "Please remember to water the plants tomorrow morning."))
-        for _ in range(300):
-            worker = await transport.ensure_worker(30)
-            if worker.info.queued:
-                break
-            await asyncio.sleep(0.2)
+        await worker_state(transport, lambda info: info.queued > 0, "the turn to be queued")
         result = await asyncio.wait_for(
             transport.converse(ConverseRequest(message="Sorry, where were we?"), StageLog()), 180
         )
