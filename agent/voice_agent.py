@@ -111,7 +111,9 @@ class AgentSessionPort:
             yield frame
 
         try:
-            self._session.say("", audio=audio(), allow_interruptions=False, add_to_chat_ctx=False)
+            # interruptible: livekit-agents skips a user turn that ends while uninterruptible speech is current, and
+            # a chime must never cost the user's words
+            self._session.say("", audio=audio(), allow_interruptions=True, add_to_chat_ctx=False)
         except RuntimeError as exc:  # the session is closing: no cue to play
             logger.debug("cue not played: %s", exc)
 
