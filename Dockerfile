@@ -22,7 +22,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY agent ./agent
 COPY mcp_bridge ./mcp_bridge
+COPY scripts/fetch-turn-model ./scripts/
 RUN pip install ".[offline]"
+# the end-of-turn model (Smart Turn v3.2, BSD-2) into /app/agent/speech/data: `python -m agent` runs from /app
+RUN python scripts/fetch-turn-model
 
 RUN useradd --create-home --uid 10001 voice
 USER voice

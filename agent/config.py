@@ -15,9 +15,12 @@ import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .protocol import LISTEN_MAX_SECONDS
 
 ENV_PREFIX = "VOICE_MCP_"
 
@@ -34,6 +37,18 @@ class ConfigError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{variable}: {problem}. Fix: {fix}")
+
+
+LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
+
+
+def _is_livekit_url(value: str) -> bool:
+    try:
+        parsed = urlsplit(value)
+        parsed.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        return False
+    return parsed.scheme.lower() in LIVEKIT_URL_SCHEMES and bool(parsed.hostname)
 
 
 def _split_list(value: object) -> object:
@@ -104,15 +119,35 @@ class Settings(BaseSettings):
     provider_timeout: float = Field(10.0, gt=0, description="Seconds before a provider counts as failed.")
 
     # --- listening -----------------------------------------------------------------------------------------------
-    listen_max: float = Field(120.0, gt=0, description="Default max listen time in seconds.")
-    listen_min: float = Field(2.0, ge=0, description="Default min listen time before silence may end the turn.")
+    listen_max: float = Field(
+        120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False, description="Default max listen time in seconds."
+    )
+    listen_min: float = Field(
+        2.0, ge=0, allow_inf_nan=False, description="Default min listen time before silence may end the turn."
+    )
     silence_ms: int = Field(1000, ge=100, le=10000, description="Silence that ends a turn, in milliseconds.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 = most permissive, 3 = strictest speech detection.")
+    turn_detection: Literal["model", "silence"] = Field(
+        "model",
+        description="How a turn ends: model = the end-of-turn model (Smart Turn) decides after a short pause, "
+        "silence = after silence_ms of silence (also the fallback when the model cannot load).",
+    )
+    max_turn_silence_ms: int = Field(
+        3000, ge=500, le=30000,
+        description="With turn_detection=model: the silence that ends a turn the model judged unfinished.",
+    )
+    turn_model: str | None = Field(
+        None, description="Path to the Smart Turn .onnx file (default: the one scripts/fetch-turn-model installs)."
+    )
     audio_cues: bool = True
     barge_in: bool = Field(True, description="Stop speaking when the user starts talking over the assistant.")
     echo_cancellation: bool = True
     input_device: str | None = None
     output_device: str | None = None
+    busy_wait: float = Field(
+        60.0, gt=0, le=3600, allow_inf_nan=False,
+        description="Seconds a converse call waits for the previous one to finish before failing with [busy].",
+    )
 
     # --- LiveKit -------------------------------------------------------------------------------------------------
     livekit_url: str | None = Field(None, validation_alias=AliasChoices("LIVEKIT_URL", "VOICE_MCP_LIVEKIT_URL"))
@@ -127,6 +162,12 @@ class Settings(BaseSettings):
     livekit_timeout: float = Field(5.0, gt=0, description="Seconds to wait for LiveKit and a worker before fallback.")
     bridge_identity: str = Field("voice-mcp-bridge", description="Identity the bridge joins the room as.")
     worker_port: int = Field(8081, ge=0, le=65535, description="Worker health-check HTTP port (0: any free port).")
+    room_idle_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds without a human participant after which the bridge deletes a room other than the "
+        "persistent one (0: never).",
+    )
     llm_model: str | None = Field(
         None, description="Worker LLM (OpenAI-compatible) that answers the user while no converse call waits."
     )
@@ -137,6 +178,21 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "voice-mcp"
     )
     exchange_log: bool = Field(True, description="Append every exchange (timings, no audio) to exchanges.jsonl.")
+    keep_failed_audio_days: float = Field(
+        7.0, ge=0, le=3650, allow_inf_nan=False,
+        description="Days a reply that could not be transcribed is kept as a WAV file (0: none is kept).",
+    )
+
+    @field_validator("livekit_url", mode="before")
+    @classmethod
+    def _check_livekit_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None  # LIVEKIT_URL= in a .env means "not set"
+            if not _is_livekit_url(value):
+                raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
+        return value
 
     @field_validator("stt", mode="before")
     @classmethod
@@ -180,10 +236,16 @@ _LIVEKIT_FIELDS = {
     "openai_api_key": "OPENAI_API_KEY",
 }
 
+_FIELD_OF_ALIAS = {
+    alias: field for field, name in _LIVEKIT_FIELDS.items() for alias in (name, ENV_PREFIX + field.upper())
+}
+
 _FIXES = {
     "stt": "set it to a comma-separated list such as 'faster-whisper' or 'http://127.0.0.1:2022/v1,faster-whisper'",
     "tts": "set it to a comma-separated list such as 'piper,espeak' or 'http://127.0.0.1:8880/v1,piper'",
     "listen_min": "make VOICE_MCP_LISTEN_MIN smaller than VOICE_MCP_LISTEN_MAX",
+    "livekit_url": "set LIVEKIT_URL to your server, e.g. wss://my-project.livekit.cloud or ws://127.0.0.1:7880, "
+    "or unset it to use the local loop only",
 }
 
 
@@ -211,6 +273,7 @@ def load_settings(env_file: str | Path | Literal["default"] | None = "default", 
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else ""
+        field = _FIELD_OF_ALIAS.get(field.upper(), field)  # errors name LiveKit's fields by their alias
         message = str(error["msg"]).removeprefix("Value error, ")
         if not field and ":" in message:  # model-level checks name their field before a colon
             field, message = (part.strip() for part in message.split(":", 1))

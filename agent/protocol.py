@@ -45,6 +45,12 @@ MAX_INLINE_BYTES = RPC_PAYLOAD_LIMIT - 1024
 """Largest JSON body sent inline; the rest of the limit is headroom for the SDK's envelope."""
 HEARTBEAT_INTERVAL = 1.0
 
+# --- bounds of one converse call (the bridge's request model and the wire models both use these) -------------------
+LISTEN_MAX_SECONDS = 600.0
+"""Longest a call may listen: a spoken reply, not a dictation session (every later call waits for this one)."""
+MESSAGE_MAX_CHARS = 10_000
+"""Longest message one call speaks: about ten minutes of speech. Longer text is split over several calls."""
+
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
@@ -56,8 +62,13 @@ def new_request_id() -> str:
 class ListenOptions(BaseModel):
     """How to listen for the reply: one definition for the bridge's `ConverseRequest` and the wire `ConverseCall`."""
 
-    max_seconds: float = Field(120.0, gt=0, description="Stop listening after this long, speech or not.")
-    min_seconds: float = Field(2.0, ge=0, description="Silence cannot end the turn before this much listening.")
+    max_seconds: float = Field(
+        120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False, description="Stop listening after this long."
+    )
+    min_seconds: float = Field(
+        2.0, ge=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False,
+        description="Silence cannot end the turn before this much listening.",
+    )
     silence_ms: int = Field(1000, ge=100, description="Silence after speech that ends the turn.")
     vad_aggressiveness: int | None = Field(
         None, ge=0, le=3, description="0 permissive … 3 strict speech detection; None: the configured setting."
@@ -132,7 +143,7 @@ class WireTimings(BaseModel):
     stt_ms: float | None = None
 
 
-EndedBy = Literal["silence", "max_duration", "not_waiting", "queued"]
+EndedBy = Literal["silence", "model", "max_duration", "not_waiting", "queued"]
 """Why a converse call stopped listening (the same type in `ConverseOk` and the bridge's `ConverseResult`)."""
 
 

@@ -15,9 +15,10 @@ from livekit.agents.voice.room_io import TextInputEvent
 
 from . import cues
 from .converse_service import ConverseService, Cue, OptionsRefused, SpeakOutcome
+from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason
 from .protocol import OptionName, SpeakOptions, Utterance
 from .speech.call_options import CallOptions, OptionRefused
-from .speech.sentences import speech_parts
+from .speech.text_chunks import speech_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,17 @@ class AgentSessionPort:
         # queued together (no gaps between parts); an interruption stops the parts still to come
         handles = [self._session.say(part, allow_interruptions=allow_interruptions) for part in speech_parts(text)]
         interrupted = False
+        overdue: list[str] = []
+        bound = min(within, FIRST_AUDIO_WITHIN)
+
+        def first_audio_overdue() -> None:  # a first call must not wait the whole message's bound in silence
+            if not first_audio.done():
+                overdue.append(f"no audio was played within {bound:.0f} s: {nothing_played_reason(self._session)}")
+                for handle in handles:
+                    if not handle.done():
+                        handle.interrupt(force=True)
+
+        watchdog = loop.call_later(bound, first_audio_overdue)
         try:
             async with asyncio.timeout(within):
                 for handle in handles:
@@ -148,13 +160,20 @@ class AgentSessionPort:
         except TimeoutError:
             return SpeakOutcome(interrupted=True, error=f"speaking did not finish within {within:.0f} s")
         finally:
+            watchdog.cancel()
             for handle in handles:
                 if not handle.done():
                     handle.interrupt(force=True)
             self._session.off("agent_state_changed", on_state)
             self._session.off("error", on_error)
         if not first_audio.done():
-            return SpeakOutcome(interrupted=interrupted, error="; ".join(errors) if errors else None)
+            if overdue or errors:
+                return SpeakOutcome(interrupted=True, error="; ".join([*overdue, *errors]))
+            if not interrupted:  # finished without a single frame played: not spoken, whatever the handles say
+                return SpeakOutcome(
+                    interrupted=False, error=f"the message was not played: {nothing_played_reason(self._session)}"
+                )
+            return SpeakOutcome(interrupted=True)  # the user spoke before the first word
         audio_at = first_audio.result()
         return SpeakOutcome(
             interrupted=interrupted, first_audio_s=audio_at - started, speak_s=time.monotonic() - audio_at
@@ -175,3 +194,16 @@ class AgentSessionPort:
             return None
         linked = room_io.linked_participant
         return linked.identity if linked is not None else None
+
+
+SPEECH_PART_CHARS = 1500
+
+
+def speech_parts(text: str, limit: int = SPEECH_PART_CHARS) -> list[str]:
+    """`text` cut at sentence ends into parts of at most `limit` characters (a longer sentence at a space).
+
+    livekit-agents' transcript synchronizer re-measures the pending text for every word it releases, which is
+    quadratic in the length of one `say()`: a 50 kB message would stall the worker's event loop for minutes.
+    Parts of a few sentences keep that cost small; joined they are exactly the original words.
+    """
+    return speech_chunks(text, limit) or [text]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import Any
 
 from livekit import rtc
@@ -44,6 +45,7 @@ from .protocol import (
 )
 from .speech import build_stt, build_tts, build_vad, provider_label, tune_vad
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
+from .warmup import available_memory_mb, idle_processes, lower_priority_while_idle, restore_priority, warm_process
 
 logger = logging.getLogger(__name__)
 
@@ -55,30 +57,15 @@ MESSAGE_STREAM_WAIT = 30.0
 
 
 def prewarm(proc: JobProcess) -> None:
+    """Runs in every job process before it is offered a job: warm (see `agent.warmup`) at a lower CPU priority,
+    so a process loading in the background does not take the cores from a job that is speaking."""
+    nice = lower_priority_while_idle()
     settings = load_settings()
     vad = build_vad(settings)
     stt = build_stt(settings, vad=vad)
     tts = build_tts(settings)
-    asyncio.run(_load_embedded_models(stt, tts))  # no event loop runs here yet; the job gets its own
-    proc.userdata.update(settings=settings, vad=vad, stt=stt, tts=tts)
-
-
-async def _load_embedded_models(*components: Any) -> None:
-    """Load the on-device models (faster-whisper, Piper) now, so the first converse does not wait for them.
-
-    Only components with a `load()` coroutine (ours) are loaded; network providers are left alone: a connection
-    prewarmed here would belong to this short-lived loop, not the job's.
-    """
-    pending = list(components)
-    while pending:
-        component = pending.pop()
-        pending.extend(getattr(component, "_stt_instances", []) or getattr(component, "_tts_instances", []))
-        load = getattr(component, "load", None)
-        if load is not None and asyncio.iscoroutinefunction(load):
-            try:
-                await load()
-            except Exception as exc:  # a provider that cannot load is reported when it is used
-                logger.warning("could not preload %s: %s", type(component).__name__, exc)
+    asyncio.run(warm_process(stt, tts))  # no event loop runs here yet; the job gets its own
+    proc.userdata.update(settings=settings, vad=vad, stt=stt, tts=tts, idle_nice=nice)
 
 
 def build_llm(settings: Settings) -> openai.LLM | None:
@@ -102,6 +89,7 @@ async def accept(request: JobRequest) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     userdata = ctx.proc.userdata
+    restore_priority(userdata.get("idle_nice"))
     settings: Settings = userdata.get("settings") or load_settings()
     vad = userdata.get("vad") or build_vad(settings)
     stt = userdata.get("stt") or build_stt(settings, vad=vad)
@@ -155,11 +143,12 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=RoomOptions(
             participant_identity=AWAITING_USER,
             close_on_disconnect=False,  # the room is persistent: users come and go, the worker stays
+            audio_input=False,  # UserLinker's DeviceAudioInput hears the user's device that spoke last
             text_input=TextInputOptions(text_input_cb=text_input_handler(service, llm_enabled=llm is not None)),
         ),
         record=False,
     )
-    UserLinker(room, session.room_io, bridge_identity=settings.bridge_identity).start()
+    UserLinker(room, session, bridge_identity=settings.bridge_identity).start()
     _register_rpc(room, service, inbox)
     if await _another_worker_serves(room):
         ctx.shutdown("another voice-mcp worker serves this room")
@@ -321,7 +310,9 @@ def build_server(settings: Settings) -> AgentServer:
         api_key=settings.livekit_api_key,
         api_secret=settings.livekit_api_secret,
         setup_fnc=prewarm,
-        num_idle_processes=ServerEnvOption(dev_default=0, prod_default=1),  # one persistent room: one job
+        num_idle_processes=ServerEnvOption(  # one persistent room: one job; none where memory or cores are short
+            dev_default=0, prod_default=idle_processes(os.cpu_count() or 1, available_memory_mb())
+        ),
         initialize_process_timeout=180.0,  # loading the speech models on two busy cores takes a while
         port=ServerEnvOption(dev_default=0, prod_default=settings.worker_port),
     )

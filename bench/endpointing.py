@@ -1,24 +1,31 @@
-"""Side by side: the same reply endpointed like a fixed-silence-threshold tool, and by our listener.
+"""Side by side: the same reply endpointed like a fixed-silence-threshold tool, by our listener with the silence
+rule, and by our listener with the end-of-turn model.
 
-Both see the reply at real-time pace (half a second of silence, the reply, then silence), one after the other,
-never at once, on the same Whisper model:
+All three see the reply at real-time pace (half a second of silence, the reply, then silence), one after the
+other, never at once, on the same Whisper model:
 
 - **baseline**: webrtcvad (aggressiveness 2, 30 ms frames), the turn ends after 1 s of continuous non-speech
   frames, then the whole recording is transcribed — what a tool with a fixed silence threshold does;
-- **ours**: the real `mcp_bridge.local.listener.Listener` (Silero VAD, `Endpointer`, early transcription during
-  pauses) reading 10 ms frames from `FrameSource`, a stand-in microphone, with the product defaults
-  (`ListenOptions()`: silence 1000 ms, aggressiveness 2).
+- **silence** (ours, `VOICE_MCP_TURN_DETECTION=silence`): the real `mcp_bridge.local.listener.Listener` (Silero
+  VAD, `Endpointer`, early transcription during pauses) reading 10 ms frames from `FrameSource`, a stand-in
+  microphone, with the product defaults (`ListenOptions()`: silence 1000 ms, aggressiveness 2);
+- **model** (ours, the default): the same listener, the Smart Turn model asked after 0.25 s of silence, the long
+  bound 3000 ms.
 
-Latency = text ready − the moment the reply's last voiced sample was fed (frame-source start + its offset). A
-frame is delivered when its last sample is due, as a sound card does, so the frame length is part of both
-numbers. The ratio row is median(baseline) / median(ours).
+Two corpora:
+- complete replies of about 1, 3 and 8 s (`bench.speech.REPLY_TEXTS`): latency = text ready − the moment the
+  reply's last voiced sample was fed (frame-source start + its offset). A frame is delivered when its last sample
+  is due, as a sound card does, so the frame length is part of every number. Ratio rows are median(baseline) /
+  median(side).
+- replies with a thinking pause (`PAUSE_REPLIES`: a first part, 0.8–2 s of silence, the rest; half of them with
+  "um"/"uh"/"hmm" before the pause): a **cut-off** is a transcript that lacks most of the words after the pause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -26,6 +33,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 
+from agent.speech.turn_model import TurnModel
 from mcp_bridge.local.endpointing import EndpointConfig
 from mcp_bridge.local.listener import Listener
 from mcp_bridge.local.microphone import MicFrame
@@ -33,13 +41,31 @@ from mcp_bridge.local.transcriber import Transcriber
 from mcp_bridge.models import ListenOptions
 
 from .harness import Measurement
-from .speech import RATE, Reply, Speech, wer
+from .speech import RATE, Reply, Speech, normalise, voiced_bounds, wer
 
 LEAD_SILENCE = 0.5
 TRAIL_SILENCE = 4.0
 BASELINE_SILENCE = 1.0
 BASELINE_AGGRESSIVENESS = 2
 BASELINE_FRAME = 0.03
+MAX_TURN_SILENCE_MS = 3000
+
+PAUSE_REPLIES: list[tuple[str, str]] = [
+    ("We could move it to, um,", "Thursday afternoon instead."),
+    ("We could move it to", "Thursday afternoon instead."),
+    ("I think the best option is, uh,", "the second one on the list."),
+    ("The port number should be", "eight thousand and eighty."),
+    ("Let me see, the file I want is, um,", "the configuration file."),
+    ("Send the report to", "the whole team before noon."),
+    ("Maybe we should, hmm,", "wait until tomorrow morning."),
+    ("Please rename the folder to", "old projects."),
+    ("Put the meeting on, uh,", "Friday after lunch."),
+    ("I would rather keep", "the current name for now."),
+]
+"""(before the pause, after it). Every other one says "um"/"uh"/"hmm" before the pause."""
+FILLERS = ("um", "uh", "hmm")
+PAUSES = (0.8, 1.2, 1.5, 2.0)
+"""Seconds of silence between the two parts (from the last voiced sample to the next)."""
 
 
 def padded(reply: Reply) -> tuple[np.ndarray, float]:
@@ -97,6 +123,8 @@ class Outcome:
     text: str
     early: bool | None = None
     stt_after_end_ms: float | None = None
+    ended_by: str | None = None
+    model_ms: list[float] = field(default_factory=list)
 
 
 async def baseline(speech: Speech, reply: Reply) -> Outcome:
@@ -127,8 +155,11 @@ async def baseline(speech: Speech, reply: Reply) -> Outcome:
     return Outcome((ready - source.due(round(voiced_end * RATE))) * 1000, transcript.text, None, (ready - stop) * 1000)
 
 
-async def ours(speech: Speech, vad: lk_vad.VAD, reply: Reply, recordings: Path) -> Outcome:
-    """The real listener (Silero VAD, our endpointing, early transcription) on a real-time frame source."""
+async def ours(
+    speech: Speech, vad: lk_vad.VAD, reply: Reply, recordings: Path, model: TurnModel | None = None
+) -> Outcome:
+    """The real listener (Silero VAD, our endpointing, early transcription; the turn model if given) on a
+    real-time frame source."""
     pcm, voiced_end = padded(reply)
     source = FrameSource(pcm)
     opts = ListenOptions()
@@ -138,71 +169,157 @@ async def ours(speech: Speech, vad: lk_vad.VAD, reply: Reply, recordings: Path) 
         silence_ms=opts.silence_ms,
         vad_aggressiveness=opts.vad_aggressiveness,
         silence_detection=opts.silence_detection,
+        turn_model=model is not None,
+        max_turn_silence_ms=MAX_TURN_SILENCE_MS,
     )
-    listener = Listener(source, vad, Transcriber(speech.stt), config, recordings_dir=recordings)  # type: ignore[arg-type]
+    loaded: asyncio.Future[TurnModel | None] | None = None
+    if model is not None:
+        loaded = asyncio.get_running_loop().create_future()
+        loaded.set_result(model)
+    listener = Listener(
+        source, vad, Transcriber(speech.stt), config, recordings_dir=recordings, turn_model=loaded  # type: ignore[arg-type]
+    )
     source.start()
     listener.start_listening()
     heard = await listener.run()
     latency = (heard.result_ready - source.due(round(voiced_end * RATE))) * 1000
-    return Outcome(latency, heard.text, heard.early_transcript, (heard.result_ready - heard.turn_ended) * 1000)
-
-
-async def run_side_by_side(speech: Speech, vad: lk_vad.VAD, *, iterations: int) -> list[Measurement]:
-    rows: list[Measurement] = []
-    all_base: list[float] = []
-    all_ours: list[float] = []
-    with TemporaryDirectory(prefix="vmcp-bench-") as tmp:
-        for seconds in (1, 3, 8):
-            base: list[Outcome] = []
-            mine: list[Outcome] = []
-            replies = await speech.replies(seconds, iterations)
-            for i, reply in enumerate(replies):
-                if i % 2 == 0:  # alternate the order so neither always runs on a CPU the other just warmed
-                    base.append(await baseline(speech, reply))
-                    mine.append(await ours(speech, vad, reply, Path(tmp)))
-                else:
-                    mine.append(await ours(speech, vad, reply, Path(tmp)))
-                    base.append(await baseline(speech, reply))
-            voiced = np.mean([r.voiced_seconds for r in replies])
-            base_ms = [o.latency_ms for o in base]
-            ours_ms = [o.latency_ms for o in mine]
-            all_base += base_ms
-            all_ours += ours_ms
-            base_wer = [wer(r.text, o.text) for r, o in zip(replies, base, strict=True)]
-            ours_wer = [wer(r.text, o.text) for r, o in zip(replies, mine, strict=True)]
-            early = sum(1 for o in mine if o.early)
-            rows += [
-                Measurement.of(
-                    f"eos_to_text_baseline_{seconds}s",
-                    "ms",
-                    base_ms,
-                    f"webrtcvad + {BASELINE_SILENCE:g} s silence, then STT of the whole recording "
-                    f"(voiced {voiced:.1f} s)",
-                    stt_after_turn_end_ms=[round(o.stt_after_end_ms or 0, 1) for o in base],
-                    chart=True,
-                ),
-                Measurement.of(
-                    f"eos_to_text_ours_{seconds}s",
-                    "ms",
-                    ours_ms,
-                    f"Silero + our endpointing (silence 1 s), early transcript used {early}/{len(mine)}",
-                    stt_after_turn_end_ms=[round(o.stt_after_end_ms or 0, 1) for o in mine],
-                    chart=True,
-                ),
-                Measurement.of(f"wer_baseline_{seconds}s", "WER", base_wer, "jiwer, normalised text"),
-                Measurement.of(f"wer_ours_{seconds}s", "WER", ours_wer, "jiwer, normalised text"),
-                Measurement.single(
-                    f"eos_to_text_ratio_{seconds}s",
-                    "ratio",
-                    _ratio(base_ms, ours_ms),
-                    "median baseline / median ours (above 1: ours answers sooner)",
-                ),
-            ]
-    rows.append(
-        Measurement.single(
-            "eos_to_text_ratio_all", "ratio", _ratio(all_base, all_ours), "median baseline / median ours, all lengths"
-        )
+    return Outcome(
+        latency, heard.text, heard.early_transcript, (heard.result_ready - heard.turn_ended) * 1000,
+        heard.ended_by, [ms for _, ms in heard.model_decisions],
     )
+
+
+async def pause_replies(speech: Speech, count: int) -> list[tuple[Reply, str, bool]]:
+    """(reply, the words after the pause, has a filler) for `count` pause replies, cycling texts and pauses."""
+    out: list[tuple[Reply, str, bool]] = []
+    for i in range(count):
+        head_text, tail_text = PAUSE_REPLIES[i % len(PAUSE_REPLIES)]
+        pause = PAUSES[i % len(PAUSES)]
+        head, tail = await speech.reply(head_text), await speech.reply(tail_text)
+        pcm = np.concatenate([
+            head.pcm[: round(head.voiced_end * RATE)],
+            np.zeros(round(pause * RATE), dtype=np.int16),
+            tail.pcm[round(tail.voiced_start * RATE) :],
+        ])
+        start, end = voiced_bounds(pcm)
+        filler = any(w in normalise(head_text).split() for w in FILLERS)
+        out.append((Reply(f"{head_text} {tail_text}", pcm, start, end), tail_text, filler))
+    return out
+
+
+def cut_off(tail: str, text: str) -> bool:
+    """The transcript lacks most of the words said after the pause."""
+    said = normalise(text).split()
+    words = normalise(tail).split()
+    return sum(1 for w in words if w in said) < len(words) / 2
+
+
+SIDES = ("baseline", "silence", "model")
+NOTES = {
+    "baseline": f"webrtcvad + {BASELINE_SILENCE:g} s silence, then STT of the whole recording",
+    "silence": "ours, silence rule: Silero + our endpointing (silence 1 s), early transcription",
+    "model": f"ours, Smart Turn after 0.25 s (long bound {MAX_TURN_SILENCE_MS} ms), early transcription",
+}
+
+
+async def _run(
+    side: str, speech: Speech, vad: lk_vad.VAD, reply: Reply, tmp: Path, model: TurnModel
+) -> Outcome:
+    if side == "baseline":
+        return await baseline(speech, reply)
+    return await ours(speech, vad, reply, tmp, model if side == "model" else None)
+
+
+async def _all_sides(
+    speech: Speech, vad: lk_vad.VAD, reply: Reply, tmp: Path, model: TurnModel, turn: int
+) -> dict[str, Outcome]:
+    order = SIDES[turn % 3 :] + SIDES[: turn % 3]  # rotate, so no side always runs on a CPU another just warmed
+    return {side: await _run(side, speech, vad, reply, tmp, model) for side in order}
+
+
+async def run_side_by_side(
+    speech: Speech, vad: lk_vad.VAD, *, iterations: int, pause_count: int | None = None
+) -> list[Measurement]:
+    rows: list[Measurement] = []
+    every: dict[str, list[float]] = {side: [] for side in SIDES}
+    model = await TurnModel.load()
+    turn = 0
+    try:
+        with TemporaryDirectory(prefix="vmcp-bench-") as tmp:
+            for seconds in (1, 3, 8):
+                replies = await speech.replies(seconds, iterations)
+                outcomes: dict[str, list[Outcome]] = {side: [] for side in SIDES}
+                for reply in replies:
+                    for side, outcome in (await _all_sides(speech, vad, reply, Path(tmp), model, turn)).items():
+                        outcomes[side].append(outcome)
+                    turn += 1
+                voiced = np.mean([r.voiced_seconds for r in replies])
+                for side in SIDES:
+                    got = outcomes[side]
+                    ms = [o.latency_ms for o in got]
+                    every[side] += ms
+                    early = sum(1 for o in got if o.early)
+                    by = ", ".join(f"{k} {sum(1 for o in got if o.ended_by == k)}" for k in ("model", "silence"))
+                    extra_notes = f"; early transcript used {early}/{len(got)}; ended by {by}"
+                    if side == "baseline":
+                        extra_notes = ""
+                    rows += [
+                        Measurement.of(
+                            f"eos_to_text_{side}_{seconds}s", "ms", ms,
+                            f"{NOTES[side]} (voiced {voiced:.1f} s){extra_notes}",
+                            stt_after_turn_end_ms=[round(o.stt_after_end_ms or 0, 1) for o in got],
+                            model_ms=[round(m, 1) for o in got for m in o.model_ms],
+                            chart=True,
+                        ),
+                        Measurement.of(
+                            f"wer_{side}_{seconds}s", "WER",
+                            [wer(r.text, o.text) for r, o in zip(replies, got, strict=True)], "jiwer, normalised text",
+                        ),
+                    ]
+                    if side != "baseline":
+                        rows.append(
+                            Measurement.single(
+                                f"eos_to_text_ratio_{side}_{seconds}s", "ratio",
+                                _ratio([o.latency_ms for o in outcomes["baseline"]], ms),
+                                f"median baseline / median {side} (above 1: sooner than the baseline)",
+                            )
+                        )
+            rows += [
+                Measurement.single(
+                    f"eos_to_text_ratio_{side}_all", "ratio", _ratio(every["baseline"], every[side]),
+                    f"median baseline / median {side}, all lengths",
+                )
+                for side in ("silence", "model")
+            ]
+            rows += await _pause_set(speech, vad, Path(tmp), model, pause_count or len(PAUSE_REPLIES), turn)
+    finally:
+        await model.aclose()
+    return rows
+
+
+async def _pause_set(
+    speech: Speech, vad: lk_vad.VAD, tmp: Path, model: TurnModel, count: int, turn: int
+) -> list[Measurement]:
+    cases = await pause_replies(speech, count)
+    cut: dict[str, list[tuple[bool, bool]]] = {side: [] for side in SIDES}  # (filler, cut off)
+    decision_ms: list[float] = []
+    for i, (reply, tail, filler) in enumerate(cases):
+        for side, outcome in (await _all_sides(speech, vad, reply, tmp, model, turn + i)).items():
+            cut[side].append((filler, cut_off(tail, outcome.text)))
+            decision_ms += outcome.model_ms
+    rows: list[Measurement] = []
+    for side in SIDES:
+        for kind, keep in (("filler", True), ("plain", False)):
+            flags = [float(c) for f, c in cut[side] if f == keep]
+            rows.append(
+                Measurement.single(
+                    f"cutoff_rate_{side}_{kind}", "ratio", sum(flags) / len(flags) if flags else None,
+                    f"{NOTES[side]}: share of {len(flags)} replies with a {min(PAUSES)}–{max(PAUSES)} s thinking "
+                    f"pause {'after um/uh/hmm' if keep else 'with no filler'} whose words after the pause were lost",
+                    cut=[int(c) for c in flags],
+                )
+            )
+    rows.append(Measurement.of("turn_model_decision", "ms", decision_ms, "one Smart Turn decision (features + ONNX)"))
     return rows
 
 

@@ -1,16 +1,17 @@
 """(a) end of the user's speech → converse returns, and (b) converse called → first TTS audio, on the local loop.
 
-A real `LocalTransport` (embedded models, WebRTC echo canceller, Silero VAD, early transcription; cues on, as
-users have them) runs against the private PulseAudio: the assistant's voice goes to the virtual speaker, which a
-`Tap` records with arrival times; the user's reply, synthesised by Piper, is played into the virtual microphone
-one second after the transport reports `listening`.
+A real `LocalTransport` (embedded models, WebRTC echo canceller, Silero VAD, early transcription, the Smart Turn
+end-of-turn model; cues on, as users have them: the product defaults) runs against the private PulseAudio: the
+assistant's voice goes to the virtual speaker, which a `Tap` records with arrival times; the user's reply,
+synthesised by Piper, is played into the virtual microphone one second after the transport reports `listening`.
 
 - (a) `eos_to_return_local_Ns`: converse returned − (playback start + offset of the reply's last voiced sample).
   Playback start is when `paplay` was started; `virtual_mic_path` is how long its sound then takes to reach the
   microphone (part of (a), a cost of the virtual device, not of voice-mcp).
   `eos_to_result_transport_Ns` is the transport's own `end_of_speech_to_result_ms` (from the moment the
   microphone frame that ended speech arrived to the transcript), `return_after_result_Ns` what converse still did
-  after the transcript was ready (the "done" cue drains, devices close).
+  after the transcript was ready (the "done" cue and the devices are left to the background now).
+  `ended_by_model_Ns` counts the turns the model ended (the rest waited for the 3 s bound).
 - (b) `first_audio_local_speaker`: converse called → first loud sample on the speaker monitor;
   `first_audio_local_transport`: the transport's own `first_audio_ms` (first frame handed to PortAudio).
 """
@@ -119,7 +120,7 @@ async def run_local(speech: Speech, *, iterations: int, out: Path) -> list[Measu
                 after: list[float | None] = []
                 stt: list[float | None] = []
                 errors: list[float] = []
-                beyond: list[float | None] = []
+                by_model: list[float] = []
                 for reply in replies:
                     tap.clear()
                     result, measured = await _exchange(transport, audio, tap, reply)
@@ -132,8 +133,7 @@ async def run_local(speech: Speech, *, iterations: int, out: Path) -> list[Measu
                     first_speaker.append(measured["first_audio_speaker"])
                     first_transport.append(result.timings.first_audio_ms)
                     errors.append(wer(reply.text, result.text))
-                    own_ms = result.timings.end_of_speech_to_result_ms
-                    beyond.append(own_ms - settings.silence_ms if own_ms is not None else None)
+                    by_model.append(1.0 if result.ended_by == "model" else 0.0)
                 voiced = sum(r.voiced_seconds for r in replies) / len(replies)
                 rows += [
                     Measurement.of(
@@ -141,7 +141,7 @@ async def run_local(speech: Speech, *, iterations: int, out: Path) -> list[Measu
                         "ms",
                         eos,
                         f"(a) last voiced sample played → converse returned; reply voiced {voiced:.1f} s, "
-                        f"silence_ms 1000",
+                        f"turn detection {settings.turn_detection}",
                         chart=True,
                     ),
                     Measurement.of(
@@ -151,18 +151,17 @@ async def run_local(speech: Speech, *, iterations: int, out: Path) -> list[Measu
                         "the transport's end_of_speech_to_result_ms",
                         chart=True,
                     ),
-                    Measurement.of(
-                        f"wait_beyond_silence_{seconds}s",
-                        "ms",
-                        beyond,
-                        f"end_of_speech_to_result_ms − the {settings.silence_ms} ms end-of-turn silence: "
-                        "STT work left after the turn ended (early transcription keeps it small)",
+                    Measurement.single(
+                        f"ended_by_model_{seconds}s",
+                        "ratio",
+                        sum(by_model) / len(by_model) if by_model else None,
+                        "share of turns the end-of-turn model ended (the others waited for the long bound)",
                     ),
                     Measurement.of(
                         f"return_after_result_{seconds}s",
                         "ms",
                         after,
-                        "transcript ready → converse returned (done cue drains, devices close)",
+                        "transcript ready → converse returned (the done cue and device closing run after it)",
                     ),
                     Measurement.of(f"stt_local_{seconds}s", "ms", stt, "the transport's stt_ms (early or final)"),
                     Measurement.of(f"wer_local_{seconds}s", "WER", errors, "jiwer, normalised text"),

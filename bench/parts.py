@@ -43,7 +43,9 @@ async def _endpointing(ctx: Context) -> list[Measurement]:
     from .endpointing import run_side_by_side
     from .settings import bench_settings
 
-    return await run_side_by_side(ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1))
+    return await run_side_by_side(
+        ctx.speech, build_vad(bench_settings()), iterations=ctx.n(6, 1), pause_count=ctx.n(20, 4)
+    )
 
 
 async def _local(ctx: Context) -> list[Measurement]:
@@ -64,9 +66,27 @@ async def _capacity(ctx: Context) -> list[Measurement]:
     return await run_capacity(ctx.speech, max_rooms=ctx.n(32, 2), seconds=ctx.n(20.0, 6.0), out=ctx.out)
 
 
+async def _fallback(ctx: Context) -> list[Measurement]:
+    from .fallback import run_fallback
+
+    return await run_fallback(iterations=ctx.n(5, 1), out=ctx.out)
+
+
+async def _load(ctx: Context) -> list[Measurement]:
+    from .load import run_load
+
+    return await run_load(
+        rooms=ctx.n(20, 2), calls=ctx.n(50, 5), concurrency=ctx.n(4, 2), out=ctx.out
+    )
+
+
 PARTS: list[Part] = [
     Part("rtf", "(d) STT and TTS real-time factors", _rtf),
-    Part("endpointing", "side by side: fixed 1 s silence (webrtcvad) vs ours, latency ratio and WER", _endpointing),
+    Part(
+        "endpointing",
+        "side by side: fixed 1 s silence (webrtcvad) vs our silence rule vs the turn model: latency, WER, cut-offs",
+        _endpointing,
+    ),
     Part("local", "(a) end of speech → converse returns, (b) converse → first audio, local loop", _local),
     Part("room", "(b) converse → first audio through a room, (c) bridge↔worker round trip", _room, needs_netns=True),
     Part(
@@ -75,4 +95,8 @@ PARTS: list[Part] = [
         _capacity,
         needs_netns=True,
     ),
+    Part("fallback", "auto's decision after the worker is killed (room state, not a timeout)", _fallback,
+         needs_netns=True),
+    Part("load", "rooms × converse calls through one worker: lost/duplicated turns, protocol overhead", _load,
+         needs_netns=True),
 ]

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("doctor", help="check devices, providers, models and configuration; say what to fix")
 
+    rooms = commands.add_parser(
+        "rooms", help="list the LiveKit rooms, who is in them, and the idle-cleanup setting (RoomService API)"
+    )
+    rooms.add_argument("--json", action="store_true", help="print the list as JSON")
+
     stats = commands.add_parser("stats", help="summarise the exchange log (latency percentiles, errors)")
     stats.add_argument("--chart", metavar="PNG", help="also draw the per-stage latency chart to this file")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -68,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .doctor import run_doctor
 
         return asyncio.run(run_doctor(settings))
+    if command == "rooms":
+        from .rooms_cli import run_rooms
+
+        return asyncio.run(run_rooms(settings, as_json=args.json))
     if command == "stats":
         from .stats import run_stats
 
@@ -113,6 +122,9 @@ async def _converse(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"voice-mcp: invalid argument: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except VoiceError as exc:
+        print(f"voice-mcp: [{exc.code}] {exc}", file=sys.stderr)
+        return EXIT_FAILED
     service = VoiceService(settings)
 
     async def progress(stage: Stage, text: str) -> None:

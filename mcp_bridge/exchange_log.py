@@ -77,10 +77,12 @@ class ExchangeLog:
 
 
 def error_code(error: BaseException) -> str:
-    """`cancelled` for a call the client gave up on, the `VoiceError` code, else `internal` (a bug)."""
+    """The `[code]` of a failed exchange: the VoiceError's own, `cancelled` when the client cancelled the call."""
+    if isinstance(error, VoiceError):
+        return error.code
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
-    return error.code if isinstance(error, VoiceError) else "internal"
+    return "internal"
 
 
 def read_entries(path: Path) -> list[dict[str, Any]]:

@@ -6,20 +6,29 @@ A transport (local loop, LiveKit room) takes a `ConverseRequest` and returns a `
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from agent.protocol import EndedBy, ListenOptions, OptionName, SpeakOptions
+from agent.protocol import (
+    LISTEN_MAX_SECONDS,
+    MESSAGE_MAX_CHARS,
+    EndedBy,
+    ListenOptions,
+    OptionName,
+    SpeakOptions,
+)
 
 if TYPE_CHECKING:
     from agent.config import Settings
 
-__all__ = ["EndedBy", "ListenOptions", "OptionName", "SpeakOptions"]  # re-exported: one definition, in the protocol
+# re-exported: one definition, in the protocol
+__all__ = ["LISTEN_MAX_SECONDS", "EndedBy", "ListenOptions", "OptionName", "SpeakOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +38,8 @@ RequestedTransport = Literal["auto", "local", "livekit"]
 
 
 class Stage(StrEnum):
+    WAITING = "waiting"
+    """For the previous converse call to finish (calls run one at a time)."""
     SPEAKING = "speaking"
     LISTENING = "listening"
     TRANSCRIBING = "transcribing"
@@ -57,7 +68,7 @@ def guarded(progress: ProgressCallback) -> ProgressCallback:
 
 
 class ConverseRequest(BaseModel):
-    message: str
+    message: str = Field(max_length=MESSAGE_MAX_CHARS, description="What to say; split longer text over calls.")
     wait_for_response: bool = True
     listen: ListenOptions = Field(default_factory=ListenOptions)
     speak: SpeakOptions = Field(default_factory=SpeakOptions)
@@ -78,22 +89,48 @@ def build_request(
     disable_silence_detection: bool = False,
 ) -> ConverseRequest:
     """A request from the `converse` arguments (the tool's and the CLI's), with the settings' defaults for what the
-    caller left out. `ValueError` with a message for the user when an argument is unusable."""
+    caller left out. Raises `InvalidArgument` (a `ValueError`) saying what to fix; only the MCP tool turns it into
+    a tool error."""
     if not message.strip():
-        raise ValueError("message is empty: pass the text to speak to the user.")
+        raise InvalidArgument("message is empty", "Pass the text to speak to the user.")
+    if len(message) > MESSAGE_MAX_CHARS:
+        raise InvalidArgument(
+            f"message is {len(message)} characters long; one call speaks at most {MESSAGE_MAX_CHARS}",
+            "Split it into several converse calls (wait_for_response=false for all but the last), "
+            "or shorten it: a spoken turn should be brief.",
+        )
     max_seconds = listen_duration_max if listen_duration_max is not None else settings.listen_max
     min_seconds = listen_duration_min if listen_duration_min is not None else settings.listen_min
-    listen = ListenOptions(
-        max_seconds=max_seconds,
-        min_seconds=min(min_seconds, max_seconds),
-        silence_ms=settings.silence_ms,
-        vad_aggressiveness=settings.vad_aggressiveness if vad_aggressiveness is None else vad_aggressiveness,
-        silence_detection=not disable_silence_detection,
-        audio_cues=settings.audio_cues if chimes is None else chimes,
-        language=language or settings.stt_language,
-    )
-    speak = SpeakOptions(voice=voice, speed=speed)
-    return ConverseRequest(message=message, wait_for_response=wait_for_response, listen=listen, speak=speak)
+    try:
+        listen = ListenOptions(
+            max_seconds=max_seconds,
+            min_seconds=min(min_seconds, max_seconds),
+            silence_ms=settings.silence_ms,
+            vad_aggressiveness=settings.vad_aggressiveness if vad_aggressiveness is None else vad_aggressiveness,
+            silence_detection=not disable_silence_detection,
+            audio_cues=settings.audio_cues if chimes is None else chimes,
+            language=language or settings.stt_language,
+        )
+        speak = SpeakOptions(voice=voice, speed=speed)
+        return ConverseRequest(message=message, wait_for_response=wait_for_response, listen=listen, speak=speak)
+    except ValidationError as exc:
+        raise InvalidArgument(describe_validation(exc), ARGUMENT_HINT) from None
+
+
+ARGUMENT_HINT = "Correct the argument and call again; the tool's input schema gives each argument's range."
+_ARGUMENT_NAMES = {"max_seconds": "listen_duration_max", "min_seconds": "listen_duration_min"}
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """`argument: problem (got value)` for each failed argument, named as the tool names them."""
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if str(part) not in ("listen", "speak")]
+        name = ".".join(_ARGUMENT_NAMES.get(part, part) for part in loc) or "arguments"
+        value = repr(error.get("input"))
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        problems.append(f"{name}: {error['msg']} (got {shown})")
+    return "; ".join(problems)
 
 
 class Timings(BaseModel):
@@ -119,7 +156,9 @@ class ConverseResult(BaseModel):
     tts_provider: str | None = None
     interrupted: bool = Field(False, description="The user started talking before the message was finished.")
     ended_by: EndedBy = Field(
-        "silence", description="queued: the reply was said earlier, while no converse was waiting (LiveKit)."
+        "silence",
+        description="silence: the silence rule ended the turn; model: the end-of-turn model judged the user done; "
+        "queued: the reply was said earlier, while no converse was waiting (LiveKit)."
     )
     earlier: list[str] = Field(
         default_factory=list,
@@ -136,11 +175,47 @@ class VoiceError(Exception):
     """Base of every error a user may see from voice-mcp. `hint` says what to do."""
 
     code = "voice_error"
+    audio_path: Path | None = None
+    """Where the user's reply (or the part heard before the failure) was saved, if it was."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         self.message = message
         self.hint = hint
-        super().__init__(f"{message} {hint}".strip())
+        super().__init__(join_sentences(message, hint))
+
+    def with_saved_reply(self, audio_path: Path | None, note: str) -> VoiceError:
+        """The same error, its hint ending with `note` (where the reply went, or why it could not be kept)."""
+        error = copy.copy(self)
+        error.hint = join_sentences(self.hint, note)
+        error.args = (join_sentences(self.message, error.hint),)
+        error.audio_path = audio_path
+        return error
+
+
+def join_sentences(*parts: str) -> str:
+    """`parts` as one text, each ending with a full stop unless it has its own punctuation (so a message and its
+    hint never run together)."""
+    out: list[str] = []
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if out and part[0].islower():
+            part = part[0].upper() + part[1:]
+        out.append(part if part[-1] in ".!?:;)" else part + ".")
+    return " ".join(out)
+
+
+class InvalidArgument(VoiceError, ValueError):
+    """A tool argument outside what a call accepts."""
+
+    code = "invalid_argument"
+
+
+class Busy(VoiceError):
+    """Another converse call held the microphone and speaker for longer than a waiting call may wait."""
+
+    code = "busy"
 
 
 class AudioDeviceError(VoiceError):
@@ -161,10 +236,10 @@ class TranscriptionFailed(ProviderError):
     code = "transcription_failed"
 
     def __init__(self, message: str, hint: str = "", audio_path: Path | None = None) -> None:
-        self.audio_path = audio_path
         if audio_path is not None:
-            hint = f"{hint} The reply was saved to {audio_path}.".strip()
+            hint = join_sentences(hint, f"The reply was saved to {audio_path}")
         super().__init__(message, hint)
+        self.audio_path = audio_path
 
 
 class UnsupportedOption(ProviderError):

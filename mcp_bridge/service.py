@@ -16,8 +16,18 @@ from pydantic import BaseModel
 from agent.config import Settings
 from agent.speech.health import ProviderStatus
 
+from .cancel_safe import finish
 from .exchange_log import ExchangeLog
-from .models import ConverseRequest, ConverseResult, ProgressCallback, RequestedTransport, guarded, no_progress
+from .models import (
+    Busy,
+    ConverseRequest,
+    ConverseResult,
+    ProgressCallback,
+    RequestedTransport,
+    Stage,
+    guarded,
+    no_progress,
+)
 from .transport import Transport, TransportHealth
 
 if TYPE_CHECKING:
@@ -113,16 +123,40 @@ class VoiceService:
         started = time.perf_counter()
         progress = guarded(progress)  # the one place a failing progress sink is contained
         try:
-            async with self._lock:  # one conversation at a time: there is one microphone and one user
+            await self._wait_for_turn(progress)
+            try:  # one conversation at a time: there is one microphone and one user
                 chosen, reason = await self.choose(transport)
                 result = await chosen.converse(request, progress)
+            finally:
+                self._lock.release()
         except BaseException as exc:
-            await self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), error=exc)
+            await finish(
+                self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), error=exc)
+            )
             raise
         result.transport_reason = result.transport_reason or reason
         result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)  # the only place it is set
-        await self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), result=result)
+        await finish(
+            self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), result=result)
+        )
         return result
+
+    async def _wait_for_turn(self, progress: ProgressCallback) -> None:
+        """Take the one-call-at-a-time lock; a call that must wait says so and waits at most `busy_wait` seconds."""
+        if not self._lock.locked():
+            await self._lock.acquire()
+            return
+        wait = self.settings.busy_wait
+        await progress(Stage.WAITING, f"waiting for the previous call to finish (up to {wait:g} s)")
+        try:
+            async with asyncio.timeout(wait):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise Busy(
+                f"Another converse call has held the microphone and speaker for longer than {wait:g} s",
+                "Calls run one at a time: wait for the previous call to return (or cancel it) and call again. "
+                "VOICE_MCP_BUSY_WAIT sets how long a call waits for its turn.",
+            ) from None
 
     async def status(self) -> StatusReport:
         from agent.speech import check_providers
@@ -175,6 +209,7 @@ class VoiceService:
                 except Exception as exc:
                     logger.warning("closing %s transport failed: %s", transport.name, exc)
         self._livekit = self._local = None
+        await wait_for_model_loads()  # a model still loading on its thread must not be closed under it
         built: list[stt.STT | tts.TTS | vad.VAD | None] = [self._stt, self._tts, self._vad]
         self._stt = self._tts = self._vad = None
         for component in built:
@@ -185,3 +220,14 @@ class VoiceService:
                 await close()
             except Exception as exc:
                 logger.warning("closing %s failed: %s", type(component).__name__, exc)
+
+
+MODEL_LOAD_GRACE = 120.0
+"""Seconds shutdown waits for a model still loading (the process must not exit under a native loader)."""
+
+
+async def wait_for_model_loads() -> None:
+    from agent.speech.models import wait_for_loads
+
+    if not await asyncio.to_thread(wait_for_loads, MODEL_LOAD_GRACE):
+        logger.warning("a speech model was still loading after %.0f s; exiting anyway", MODEL_LOAD_GRACE)

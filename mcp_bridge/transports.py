@@ -1,8 +1,11 @@
 """Which transport serves a converse call, and why.
 
 `auto` uses LiveKit when it is configured, a worker answers within `settings.livekit_timeout` and somebody is
-in the room to talk to; otherwise the local loop. The reason is returned so the result can say it
-(`ConverseResult.transport_reason`). `livekit` and `local` force one transport and fail with its error.
+in the room to talk to; otherwise the local loop. It decides from the room's state first: when nobody is there
+to talk to, or no worker is in the room (it crashed, or was never dispatched), waiting for one could only end in
+the local loop, so `auto` takes the local loop at once and gets a worker dispatched in the background for the
+next call. The reason is returned so the result can say it (`ConverseResult.transport_reason`). `livekit` and
+`local` force one transport and fail with its error (`livekit` waits `settings.livekit_timeout` for a worker).
 """
 
 from __future__ import annotations
@@ -45,8 +48,22 @@ async def _livekit_problem(livekit: LiveKitTransport | Transport, settings: Sett
     """None when LiveKit can serve a call now, else why not (bounded by settings.livekit_timeout)."""
     if isinstance(livekit, LiveKitTransport):
         try:
-            worker = await livekit.ensure_worker(settings.livekit_timeout)
+            presence = await livekit.presence(settings.livekit_timeout)
         except VoiceError as exc:
+            return f"LiveKit unavailable: {exc.message}"
+        if not presence.user:
+            livekit.start()  # the worker is ready when the user comes
+            return f"nobody is in LiveKit room '{settings.room}' to talk to"
+        if not presence.workers:
+            livekit.start()
+            return (
+                f"no voice-mcp worker is in LiveKit room '{settings.room}' (one is being dispatched for the next "
+                "call)"
+            )
+        try:
+            worker = await livekit.ensure_worker(settings.livekit_timeout, wait_if_dead=False)
+        except VoiceError as exc:
+            livekit.start()
             return f"LiveKit unavailable: {exc.message}"
         if worker.info.user_identity is None:
             return f"nobody is in LiveKit room '{settings.room}' to talk to"

@@ -25,10 +25,13 @@ T = TypeVar("T")
 _cache: dict[tuple[str, ...], object] = {}
 _cache_lock = threading.Lock()
 _key_locks: dict[tuple[str, ...], threading.Lock] = {}
+_loading = 0
+_loads_done = threading.Condition(_cache_lock)
 
 
 def cached(key: tuple[str, ...], load: Callable[[], T]) -> T:
     """Load once per key (thread-safe; concurrent callers wait for the one load)."""
+    global _loading
     with _cache_lock:
         if key in _cache:
             return _cache[key]  # type: ignore[return-value]
@@ -37,10 +40,25 @@ def cached(key: tuple[str, ...], load: Callable[[], T]) -> T:
         with _cache_lock:
             if key in _cache:
                 return _cache[key]  # type: ignore[return-value]
-        value = load()
+            _loading += 1
+        try:
+            value = load()
+        finally:
+            with _cache_lock:
+                _loading -= 1
+                _loads_done.notify_all()
         with _cache_lock:
             _cache[key] = value
         return value
+
+
+def wait_for_loads(timeout: float) -> bool:
+    """Block until no model is being loaded (False if one still is after `timeout` seconds).
+
+    A process must not exit while a (daemon) thread is inside a model's native loader: the C++ runtime aborts
+    ("terminate called without an active exception"). Whoever shuts down calls this first."""
+    with _loads_done:
+        return _loads_done.wait_for(lambda: _loading == 0, timeout=timeout)
 
 
 def is_cached(key: tuple[str, ...]) -> bool:

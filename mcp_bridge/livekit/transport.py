@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
 
 from agent.config import Settings
 from agent.converse_service import TURN_GRACE_SECONDS, speak_timeout
+from agent.participants import is_worker
 from agent.protocol import (
     ATTR_REQUEST_ID,
     RPC_CANCEL,
@@ -51,12 +54,29 @@ from mcp_bridge.transport import TransportHealth
 
 from .link import RoomLink
 from .tokens import TokenSource
-from .workers import PING_TIMEOUT, Dispatcher, WorkerHandle, find_worker
+from .workers import (
+    PING_TIMEOUT,
+    Dispatcher,
+    WorkerHandle,
+    find_worker,
+    users_present,
+    worker_candidates,
+)
 
 logger = logging.getLogger(__name__)
 
 RESPONSE_STREAM_WAIT = 30.0
+BACKGROUND_WORKER_WAIT = 60.0
+"""How long a background dispatch keeps looking for the worker it started (job processes start slowly)."""
 _STAGES = {"speaking": Stage.SPEAKING, "listening": Stage.LISTENING, "transcribing": Stage.TRANSCRIBING}
+
+
+@dataclass(frozen=True)
+class RoomPresence:
+    workers: list[str]
+    """Identities of the voice-mcp workers in the room, in the order the bridge tries them."""
+    user: bool
+    """Somebody the worker would listen to is in the room."""
 
 
 class LiveKitTransport:
@@ -67,11 +87,14 @@ class LiveKitTransport:
         settings: Settings,
         *,
         identity: str | None = None,
-        worker_start_timeout: float = 60.0,
+        worker_start_timeout: float | None = None,
         heartbeat_timeout: float | None = None,
+        token_ttl: datetime.timedelta | None = None,
     ) -> None:
-        """`worker_start_timeout`: how long a forced-LiveKit call waits for a dispatched worker to come up.
+        """`worker_start_timeout`: how long a call waits for a worker to answer, dispatching one when none is
+        there (default settings.livekit_timeout, VOICE_MCP_LIVEKIT_TIMEOUT).
         `heartbeat_timeout`: silence from the worker that counts as its death (default settings.livekit_timeout).
+        `token_ttl`: lifetime of the bridge's room tokens (default 6 h; tests shorten it to see expiry handled).
         """
         if not (settings.livekit_url and settings.livekit_api_key and settings.livekit_api_secret):
             raise TransportUnavailable(
@@ -79,13 +102,14 @@ class LiveKitTransport:
             )
         self.settings = settings
         self.identity = identity or settings.bridge_identity
-        self.worker_start_timeout = max(worker_start_timeout, settings.livekit_timeout)
+        self.worker_start_timeout = worker_start_timeout or settings.livekit_timeout
         self.heartbeat_timeout = heartbeat_timeout or settings.livekit_timeout
         self.tokens = TokenSource(
             api_key=settings.livekit_api_key,
             api_secret=settings.livekit_api_secret,
             room=settings.room,
             identity=self.identity,
+            **({"ttl": token_ttl} if token_ttl is not None else {}),
         )
         self.link = RoomLink(settings.livekit_url, self.tokens)
         self.dispatcher = Dispatcher(
@@ -100,24 +124,47 @@ class LiveKitTransport:
         self._warmup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.link.on_disconnected(self._forget_worker)
+        self.link.on_participant_left(self._on_participant_left)
 
     def _forget_worker(self) -> None:
         """After a lost connection the room may be new (server restart): find or dispatch a worker afresh."""
         self._worker = None
         self.dispatcher.forget()
 
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        """A worker that leaves (crash, shutdown) is replaced by the next dispatch at once, not 15 s later."""
+        if is_worker(participant):
+            if self._worker is not None and self._worker.identity == participant.identity:
+                self._worker = None
+            self.dispatcher.forget()
+
     # --- readiness ----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Join the room and get a worker dispatched in the background (call at bridge start; optional)."""
+        """Join the room and get a worker dispatched in the background (at bridge start, and whenever `auto` finds
+        no worker in the room). Failures are not raised here: the next call reports them."""
         if self._warmup is None or self._warmup.done():
             self._warmup = asyncio.get_running_loop().create_task(self._warm())
 
     async def _warm(self) -> None:
         with contextlib.suppress(VoiceError):
-            await self.ensure_worker(self.worker_start_timeout)
+            await self.ensure_worker(max(BACKGROUND_WORKER_WAIT, self.worker_start_timeout))
 
-    async def ensure_worker(self, within: float) -> WorkerHandle:
-        """A worker in the room that answers, dispatching one if needed; TransportUnavailable after `within` s."""
+    async def presence(self, within: float) -> RoomPresence:
+        """Who is in the room now, as the server last told the bridge (joining first, for at most `within` s).
+
+        No RPC: this is what lets `auto` decide at once when the worker has left (the server says so within
+        milliseconds of a crash), instead of waiting for a worker that is not there to answer."""
+        room = await self.link.ensure_connected(within)
+        return RoomPresence(
+            workers=[p.identity for p in worker_candidates(room)],
+            user=users_present(room, self.identity),
+        )
+
+    async def ensure_worker(self, within: float, *, wait_if_dead: bool = True) -> WorkerHandle:
+        """A worker in the room that answers, dispatching one if needed; TransportUnavailable after `within` s.
+
+        `wait_if_dead=False`: when no worker in the room answers (crashed: silent, or gone meanwhile), fail at once
+        instead of waiting for a new one (a dispatch is still made, for the next call)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         room = await self.link.ensure_connected(within)
@@ -136,6 +183,14 @@ class LiveKitTransport:
                 if not self.dispatcher.recently_dispatched():
                     # again after DISPATCH_PATIENCE: a dispatch made while no worker was registered is lost
                     await self._dispatch(max(deadline - loop.time(), 0.5))
+                present = worker_candidates(room)
+                if not wait_if_dead and all(p.identity in silent for p in present):  # none left, or none alive
+                    self._worker = None
+                    raise TransportUnavailable(
+                        f"the voice-mcp worker in room '{self.settings.room}' does not answer (it may have crashed); "
+                        "another one was dispatched",
+                        "retry in a moment; check the worker's logs",
+                    )
                 joined.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(joined.wait(), min(0.5, max(deadline - loop.time(), 0.01)))

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 from livekit import api, rtc
 
-from agent.participants import workers_in_serving_order
+from agent.participants import is_user, workers_in_serving_order
 from agent.protocol import RPC_PING, PingCall, PingReply
 
 logger = logging.getLogger(__name__)
 
 PING_TIMEOUT = 3.0
+LEFT_POLL = 0.05
+"""How often a ping checks that the participant it asks is still in the room."""
 DISPATCH_PATIENCE = 15.0
 """A dispatch younger than this may still be starting: do not send another (a duplicate would leave again)."""
 
@@ -28,6 +30,11 @@ class WorkerHandle:
 def worker_candidates(room: rtc.Room) -> list[rtc.RemoteParticipant]:
     """Participants that may be voice-mcp workers, the one that keeps a contested room first (`agent.participants`)."""
     return workers_in_serving_order(room.remote_participants.values())
+
+
+def users_present(room: rtc.Room, bridge_identity: str) -> bool:
+    """Whether anybody the worker would listen to is in the room (the worker's own rule, `agent.participants`)."""
+    return any(is_user(p, bridge_identity) for p in room.remote_participants.values())
 
 
 _SILENT_CODES = {
@@ -46,8 +53,10 @@ class PingResult:
 
 
 async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> PingResult:
-    try:
-        payload = await asyncio.wait_for(
+    """Ask `identity` whether it serves voice-mcp. A participant that leaves the room meanwhile (a crashed worker
+    the server has just noticed) counts as silent at once, not after `within` seconds."""
+    rpc = asyncio.ensure_future(
+        asyncio.wait_for(
             room.local_participant.perform_rpc(
                 destination_identity=identity,
                 method=RPC_PING,
@@ -57,11 +66,21 @@ async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> P
             ),
             timeout=within + 0.5,
         )
+    )
+    try:
+        while not rpc.done():
+            if identity not in room.remote_participants:
+                return PingResult(None, silent=True)
+            await asyncio.wait({rpc}, timeout=LEFT_POLL)
+        payload = rpc.result()
     except TimeoutError:
         return PingResult(None, silent=True)
     except rtc.RpcError as exc:
         logger.debug("worker %s did not answer a ping: %s", identity, exc)
         return PingResult(None, silent=exc.code in _SILENT_CODES)
+    finally:
+        if not rpc.done():
+            rpc.cancel()
     try:
         return PingResult(PingReply.model_validate_json(payload), silent=False)
     except ValueError:

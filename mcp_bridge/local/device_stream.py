@@ -1,14 +1,20 @@
 """What the microphone and the speaker share: one PortAudio stream, opened with a bound and closed without hanging.
 
 Opening can block inside the audio driver, so it runs in a thread under `OPEN_TIMEOUT`: a wedged device becomes an
-`AudioDeviceError`, not a hang (if the driver answers later, the late stream is closed at once). Closing likewise
-runs under `CLOSE_TIMEOUT`; a driver that never returns is left to finish on its own thread.
+`AudioDeviceError`, not a hang (if the driver answers late, or the call was cancelled meanwhile, the late stream is
+closed at once). Closing likewise runs under `CLOSE_TIMEOUT`; a driver that never returns is left to finish on its
+own thread.
+
+Closing is cancellation-proof: the close runs on its own thread, which also does the open-stream bookkeeping
+(`devices.stream_closed`) once PortAudio has really let go of the stream. A cancelled caller stops waiting, never
+the close: a stream that is neither closed nor referenced would be freed while PortAudio still calls into it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -37,6 +43,7 @@ class DeviceStream:
         self._last_callback = 0.0
         self._closing = False
         self._abandoned = False
+        self._state_lock = threading.Lock()  # _open (a thread) and start/close (the loop) decide who owns a stream
 
     def _create_stream(self, sd: Any) -> Any:
         """The (not yet started) sounddevice stream, at `self.sample_rate`. Called with PortAudio locked."""
@@ -48,9 +55,16 @@ class DeviceStream:
             async with asyncio.timeout(OPEN_TIMEOUT):
                 await asyncio.to_thread(self._open)
         except TimeoutError:
-            self._abandoned = True  # if the driver answers later, _open closes the stream itself
+            self._abandon()  # if the driver answers later, _open closes the stream itself
             raise devices.open_failed(self.device, TimeoutError(f"no answer within {OPEN_TIMEOUT:.0f} s")) from None
+        except asyncio.CancelledError:
+            self._abandon()  # the opening thread goes on; whatever it opens is closed, by it or by aclose()
+            raise
         self._opened_at = time.perf_counter()
+
+    def _abandon(self) -> None:
+        with self._state_lock:
+            self._abandoned = True
 
     def _open(self) -> None:
         sd = devices.sounddevice()
@@ -62,22 +76,38 @@ class DeviceStream:
             except Exception as exc:
                 raise devices.open_failed(self.device, exc) from None
             devices.stream_opened()
-        if self._abandoned:
-            close_stream(stream)
-            devices.stream_closed()
-            return
-        self._stream = stream
+        with self._state_lock:
+            if not self._abandoned:
+                self._stream = stream
+                return
+        close_and_count(stream)
 
     async def _close_stream(self) -> None:
-        stream, self._stream = self._stream, None
+        with self._state_lock:
+            stream, self._stream = self._stream, None
+            self._abandoned = True  # a stream still being opened is closed by its opening thread
         if stream is None:
             return
         self._closing = True
+        closing = asyncio.ensure_future(asyncio.to_thread(close_and_count, stream))
+        _closing.add(closing)
+        closing.add_done_callback(_closing.discard)
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await asyncio.to_thread(close_stream, stream)
+                await asyncio.shield(closing)  # a cancelled caller stops waiting; the close goes on
         except TimeoutError:
             log.warning("closing the %s %s timed out", self.role, self.device)
+
+
+_closing: set[asyncio.Future[None]] = set()
+"""Closes in progress (a reference, so none is garbage-collected before its thread has finished)."""
+
+
+def close_and_count(stream: Any) -> None:
+    """Close `stream` and only then count it closed (PortAudio may be re-initialised once none is open)."""
+    try:
+        close_stream(stream)
+    finally:
         devices.stream_closed()
 
 

@@ -5,21 +5,141 @@ to the speaker to `process_render` (the "reverse stream"). With both, WebRTC's e
 assistant's own voice from the microphone signal, so the user can talk over the assistant without headphones and
 the assistant does not interrupt itself.
 
+Headphones: with no echo path, WebRTC's canceller still damps the microphone strongly for the first seconds of
+playback, so a user talking over the assistant is heard late or not at all. So the canceller also watches whether
+there is an echo path at all (`EchoPath`), from the loudness of what goes to the speaker and of the raw microphone
+(on PortAudio's stream clock). Once the assistant has spoken for a second, a raw microphone that stayed quiet
+meanwhile (and did not follow the speaker) has no echo path: from then on its signal skips the echo canceller
+(noise suppression and the high-pass filter stay), and the user can interrupt at once. A microphone that hears
+anything else while the assistant speaks keeps the cancelled signal — before the verdict, when it follows the
+speaker (loudspeakers), and when it is ambiguous — so the assistant's own voice never reaches the voice activity
+detector uncancelled; an echo path that shows up later switches the cancelled signal back on.
+
 Both methods are called from PortAudio's callback threads, as LiveKit's own console does.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
 from collections.abc import Callable
+from typing import Any, Literal
 
+import numpy as np
 from livekit import rtc
 
 log = logging.getLogger(__name__)
 
 
+Verdict = Literal["unknown", "echo", "none"]
+
+BIN = 0.02
+"""Seconds per envelope bin."""
+WINDOW = 1.5
+"""Seconds of envelope compared."""
+MAX_LAG = 0.5
+"""Largest speaker → microphone delay looked for (output buffer + room + input buffer)."""
+LOUD_RENDER = 300.0
+"""int16 RMS of a speaker bin that counts as the assistant speaking."""
+QUIET_CAPTURE = 150.0
+"""int16 RMS (about -47 dBFS) below which the raw microphone counts as hearing nothing of the assistant."""
+
+
+class EchoPath:
+    """Is there an acoustic path from the speaker to the microphone? Loudness envelopes of both, compared.
+
+    `render(rms, at)` and `capture(rms, at)` are fed per 10 ms from the two audio threads (`at`: when that audio
+    leaves the speaker / reached the microphone, on one clock; arrival time when not known); `verdict` is
+    "unknown" until the assistant has spoken for `decide_after` seconds. Then "none" if the raw microphone stayed
+    quiet and did not follow the speaker; "echo" when it follows the speaker (final); otherwise still "unknown".
+    "none" turns into "echo" if the microphone starts following the speaker later.
+    """
+
+    def __init__(self, *, decide_after: float = 1.0, echo_corr: float = 0.5) -> None:
+        self._lock = threading.Lock()
+        self._render: collections.deque[tuple[float, float]] = collections.deque()
+        self._capture: collections.deque[tuple[float, float]] = collections.deque()
+        self._decide_after = decide_after
+        self._echo_corr = echo_corr
+        self._next_check = 0.0
+        self.verdict: Verdict = "unknown"
+        self.correlation: float | None = None
+
+    def render(self, rms: float, now: float | None = None) -> None:
+        self._add(self._render, rms, now)
+
+    def capture(self, rms: float, now: float | None = None) -> Verdict:
+        now = time.perf_counter() if now is None else now
+        self._add(self._capture, rms, now)
+        if now >= self._next_check and self.verdict != "echo":
+            self._next_check = now + 0.1
+            self._check(now)
+        return self.verdict
+
+    def _add(self, series: collections.deque[tuple[float, float]], rms: float, now: float | None) -> None:
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            series.append((now, rms))
+            while series and series[0][0] < now - WINDOW - MAX_LAG:
+                series.popleft()
+
+    def _bins(self, series: list[tuple[float, float]], start: float, count: int) -> np.ndarray:
+        out = np.zeros(count)
+        hits = np.zeros(count)
+        for t, rms in series:
+            i = int((t - start) / BIN)
+            if 0 <= i < count:
+                out[i] += rms
+                hits[i] += 1
+        return out / np.maximum(hits, 1)
+
+    def _check(self, now: float) -> None:
+        with self._lock:
+            render, capture = list(self._render), list(self._capture)
+        start = now - WINDOW - MAX_LAG
+        n_lag = int(MAX_LAG / BIN)
+        n = int(WINDOW / BIN)
+        spoken = self._bins(render, start, n + n_lag)
+        heard = self._bins(capture, start + MAX_LAG, n)
+        if (spoken > LOUD_RENDER).sum() * BIN < self._decide_after:
+            return  # the assistant has not said enough in the window to judge
+        best = -1.0
+        for lag in range(n_lag + 1):
+            # the microphone at time t may hear what the speaker played at t - lag
+            reference = spoken[n_lag - lag : n_lag - lag + n]
+            if reference.std() < 1e-6 or heard.std() < 1e-6:
+                continue
+            best = max(best, float(np.corrcoef(reference, heard)[0, 1]))
+        self.correlation = best
+        if best >= self._echo_corr and float(np.percentile(heard, 90)) >= QUIET_CAPTURE:
+            if self.verdict != "echo":
+                log.info("echo path found (speaker → microphone correlation %.2f): echo cancellation stays on", best)
+            self.verdict = "echo"
+        elif self.verdict == "unknown" and best < self._echo_corr and float(np.percentile(heard, 90)) < QUIET_CAPTURE:
+            log.info("no echo path (the microphone stayed quiet while the assistant spoke): not echo-cancelled, so the "
+                     "user can interrupt at once")
+            self.verdict = "none"
+
+
+def stream_time(times: Any, name: str) -> float | None:
+    """A PortAudio stream time from a callback's `times` (one clock for input and output), None if not given."""
+    try:
+        value = float(getattr(times, name))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def _rms(frame: rtc.AudioFrame) -> float:
+    samples = np.frombuffer(frame.data, dtype=np.int16).astype(np.float32)
+    return float(np.sqrt((samples**2).mean())) if samples.size else 0.0
+
+
 class EchoCanceller:
-    """One `rtc.AudioProcessingModule` shared by one microphone and one player for one conversation."""
+    """One `rtc.AudioProcessingModule` shared by one microphone and one player for one conversation (and, with echo
+    cancellation on, a second one without it, used once `EchoPath` finds no echo path)."""
 
     def __init__(self, *, echo_cancellation: bool = True, noise_suppression: bool = True) -> None:
         self.echo_cancellation = echo_cancellation
@@ -29,6 +149,15 @@ class EchoCanceller:
             high_pass_filter=True,
             auto_gain_control=False,
         )
+        self._plain = (
+            rtc.AudioProcessingModule(
+                echo_cancellation=False, noise_suppression=noise_suppression, high_pass_filter=True,
+                auto_gain_control=False,
+            )
+            if echo_cancellation
+            else None
+        )
+        self.echo_path = EchoPath()
         self._input_delay = 0.0
         self._output_delay = 0.0
         self._failed = False
@@ -39,18 +168,28 @@ class EchoCanceller:
     def set_output_delay(self, seconds: float) -> None:
         self._output_delay = max(0.0, seconds)
 
-    def process_capture(self, frame: rtc.AudioFrame) -> None:
-        """Clean one 10 ms microphone frame in place."""
-        if self.echo_cancellation:
-            try:  # the delay hint often fails to apply; WebRTC's own delay estimator copes without it
-                self._apm.set_stream_delay_ms(int((self._input_delay + self._output_delay) * 1000))
-            except RuntimeError:
-                pass
-        self._process(self._apm.process_stream, frame)
+    def process_capture(self, frame: rtc.AudioFrame, at: float | None = None) -> None:
+        """Clean one 10 ms microphone frame in place (`at`: when it was captured, on PortAudio's stream clock)."""
+        if self._plain is None:
+            self._process(self._apm.process_stream, frame)
+            return
+        raw = rtc.AudioFrame(bytearray(frame.data.tobytes()), frame.sample_rate, frame.num_channels,
+                             frame.samples_per_channel)
+        verdict = self.echo_path.capture(_rms(raw), at)
+        try:  # the delay hint often fails to apply; WebRTC's own delay estimator copes without it
+            self._apm.set_stream_delay_ms(int((self._input_delay + self._output_delay) * 1000))
+        except RuntimeError:
+            pass
+        self._process(self._apm.process_stream, frame)  # always: the canceller stays adapted if an echo shows up
+        self._process(self._plain.process_stream, raw)
+        if verdict == "none":
+            frame.data[:] = raw.data
 
-    def process_render(self, frame: rtc.AudioFrame) -> None:
-        """Tell the echo canceller about one 10 ms frame that is going out to the speaker."""
+    def process_render(self, frame: rtc.AudioFrame, at: float | None = None) -> None:
+        """Tell the echo canceller about one 10 ms frame that is going out to the speaker (`at`: when it reaches
+        the speaker, on PortAudio's stream clock)."""
         if self.echo_cancellation:
+            self.echo_path.render(_rms(frame), at)
             self._process(self._apm.process_reverse_stream, frame)
 
     def _process(self, method: Callable[[rtc.AudioFrame], None], frame: rtc.AudioFrame) -> None:

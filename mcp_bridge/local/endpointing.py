@@ -12,9 +12,13 @@ Rules:
 - Once speech started, a window above the deactivation threshold is speech; anything else is silence.
 - After `pause` seconds of silence a `Pause` is reported (a moment to transcribe early); speech after it is
   reported as `Resumed`.
-- The turn ends after `silence` seconds of silence, but not before `min_listen` seconds of listening, and never
-  later than `max_listen` seconds after listening started (speech or not). With silence detection off only
-  `max_listen` ends it.
+- Silence rule (`turn_model` off): the turn ends after `silence` seconds of silence.
+- Model rule (`turn_model` on): at each `Pause` the listener asks the end-of-turn model and reports its answer with
+  `model_decided`; "done" ends the turn at once (if the user has not resumed since), "not done" leaves it to
+  `max_silence` seconds of silence (the long bound). If the model fails, `model_failed` falls back to the silence
+  rule for the rest of the turn.
+- Either way not before `min_listen` seconds of listening, and never later than `max_listen` seconds after listening
+  started (speech or not). With silence detection off only `max_listen` ends it.
 """
 
 from __future__ import annotations
@@ -37,12 +41,16 @@ class EndpointConfig:
     pause: float = 0.3
     barge_in_min_speech: float = 0.25
     barge_in_margin: float = 0.1
+    turn_model: bool = False
+    max_silence: float = 3.0
 
     @classmethod
     def from_options(
         cls, *, max_seconds: float, min_seconds: float, silence_ms: int, vad_aggressiveness: int,
-        silence_detection: bool,
+        silence_detection: bool, turn_model: bool = False, max_turn_silence_ms: int = 3000,
     ) -> EndpointConfig:
+        """With `turn_model`, the model is asked after MODEL_PAUSE of silence and the long bound is the larger of
+        `silence_ms` and `max_turn_silence_ms` (a caller's longer silence is honoured as a longer bound)."""
         activation = activation_threshold(vad_aggressiveness)
         silence = silence_ms / 1000
         return cls(
@@ -52,8 +60,14 @@ class EndpointConfig:
             silence_detection=silence_detection,
             activation=activation,
             deactivation=deactivation_threshold(activation),
-            pause=max(0.2, min(0.5, silence / 3)),
+            pause=MODEL_PAUSE if turn_model else max(0.2, min(0.5, silence / 3)),
+            turn_model=turn_model,
+            max_silence=max(silence, max_turn_silence_ms / 1000),
         )
+
+
+MODEL_PAUSE = 0.25
+"""Seconds of silence before the end-of-turn model is asked (and early transcription starts)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ class Resumed:
 
 @dataclass(frozen=True)
 class TurnEnded:
-    reason: Literal["silence", "max_duration"]
+    reason: Literal["silence", "model", "max_duration"]
     at: float
 
 
@@ -92,6 +106,10 @@ class Endpointer:
         self._run_start: float | None = None
         self._run_length = 0.0
         self._paused = False
+        self._last_t: float | None = None
+        self._use_model = config.turn_model
+        self._model_done_at: float | None = None
+        """speech_end the model judged final (the turn ends once min_listen allows)."""
 
     @property
     def heard_speech(self) -> bool:
@@ -105,6 +123,7 @@ class Endpointer:
         if self.ended is not None:
             return []
         events: list[Event] = []
+        self._last_t = t
         cfg = self.config
         if self.onset is None:
             playback = self.listen_start is None
@@ -139,6 +158,30 @@ class Endpointer:
             events.append(end)
         return events
 
+    @property
+    def end_silence(self) -> float:
+        """The silence that ends the turn without a model decision."""
+        return self.config.max_silence if self._use_model else self.config.silence
+
+    def model_decided(self, t: float, speech_end: float, done: bool) -> list[Event]:
+        """The model's answer for the pause after `speech_end`, known at audio time `t`. Stale answers (the user
+        resumed since) are ignored."""
+        if self.ended is not None or not self._use_model or not done or speech_end != self.speech_end:
+            return []
+        if not self._paused:
+            return []
+        self._model_done_at = speech_end
+        end = self._check_end(max(t, self._last_t or t))
+        return [end] if end is not None else []
+
+    def model_failed(self, t: float) -> list[Event]:
+        """The model cannot answer: the silence rule decides the rest of this turn."""
+        self._use_model = False
+        if self.ended is not None:
+            return []
+        end = self._check_end(max(t, self._last_t or t))
+        return [end] if end is not None else []
+
     def tick(self, t: float) -> list[Event]:
         """Audio time advanced to `t` (ends the turn at the max listening time even if the VAD lags)."""
         if self.ended is not None or self.listen_start is None:
@@ -146,6 +189,9 @@ class Endpointer:
         if t - self.listen_start >= self.config.max_listen - 1e-9:
             self.ended = TurnEnded("max_duration", t)
             return [self.ended]
+        if self._model_done_at is not None:  # a "done" held back by min_listen
+            end = self._check_end(t)
+            return [end] if end is not None else []
         return []
 
     def _check_end(self, t: float) -> TurnEnded | None:
@@ -157,8 +203,10 @@ class Endpointer:
         elif (
             cfg.silence_detection
             and self.speech_end is not None
-            and t - self.speech_end >= cfg.silence - 1e-9
             and t - self.listen_start >= cfg.min_listen - 1e-9
         ):
-            self.ended = TurnEnded("silence", t)
+            if self._use_model and self._paused and self._model_done_at == self.speech_end:
+                self.ended = TurnEnded("model", t)
+            elif t - self.speech_end >= self.end_silence - 1e-9:
+                self.ended = TurnEnded("silence", t)
         return self.ended

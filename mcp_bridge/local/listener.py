@@ -6,8 +6,16 @@ speech probabilities are used, so the shared VAD object is never reconfigured), 
 speech starts and the turn ends, and transcribes the speech with a little pre-roll so the first syllable is kept.
 
 Early transcription: when the user pauses, the speech so far is transcribed at once. If the user does not resume
-and the turn ends, that transcript is the answer and the user waits only for the end-of-turn silence; if they go
-on, it is discarded. If STT fails, the reply is saved as a WAV file and `TranscriptionFailed` names it.
+and the turn ends, that transcript is the answer and the user waits only for the end of the turn; if they go
+on, it is discarded. One early transcription runs at a time; a pause that comes while one runs is remembered (the
+newest only) and transcribed as soon as the running one finishes. If STT fails, the reply is saved as a WAV file
+and `TranscriptionFailed` names it; if the microphone dies in the middle of a reply, what was heard so far is
+saved and the device error names the file (see `recording` for where, and for how long such files are kept).
+
+End-of-turn model: with a `turn_model` (a future that resolves to a loaded `agent.speech.turn_model.TurnModel`,
+or to None when it could not load), every pause also asks the model whether the user is done, on the turn's audio
+from its onset (with pre-roll) to now; the `Endpointer` ends the turn on "done". A model that fails falls back to
+the silence rule for the turn and is reported through `model_error`.
 """
 
 from __future__ import annotations
@@ -17,18 +25,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from livekit.agents import vad as lk_vad
 
+from agent.speech.audio import resample_int16
+from agent.speech.turn_model import SAMPLE_RATE as MODEL_RATE
+from agent.speech.turn_model import TurnModel
 from mcp_bridge.models import ProviderError, TranscriptionFailed, VoiceError
 
 from .endpointing import EndpointConfig, Endpointer, Event, Pause, Resumed, SpeechStarted, TurnEnded
 from .microphone import Microphone
-from .recording import Recording, save_wav
+from .recording import Recording, save_failed_reply
 from .transcriber import SttFailure, Transcriber, Transcript
 
 log = logging.getLogger(__name__)
@@ -40,7 +51,7 @@ class Heard:
 
     heard_speech: bool
     text: str
-    ended_by: Literal["silence", "max_duration"]
+    ended_by: Literal["silence", "model", "max_duration"]
     barge_in: bool
     """Speech started while the assistant was still speaking."""
     listen_started: float | None
@@ -50,6 +61,8 @@ class Heard:
     stt_ms: float | None
     early_transcript: bool
     audio_seconds: float
+    model_decisions: list[tuple[float, float]] = field(default_factory=list)
+    """(probability, milliseconds) of every end-of-turn model decision in this turn."""
 
 
 @dataclass
@@ -67,8 +80,10 @@ class Listener:
         config: EndpointConfig,
         *,
         recordings_dir: Path,
+        keep_failed_audio_days: float = 7.0,
         on_speech_started: Callable[[SpeechStarted], None] | None = None,
         early_transcription: bool = True,
+        turn_model: asyncio.Future[TurnModel | None] | None = None,
         preroll: float = 0.4,
         tail: float = 0.25,
     ) -> None:
@@ -77,12 +92,19 @@ class Listener:
         self._transcriber = transcriber
         self._endpointer = Endpointer(config)
         self._recordings_dir = recordings_dir
+        self._keep_days = keep_failed_audio_days
         self._on_speech_started = on_speech_started
         self._early_enabled = early_transcription
         self._preroll = preroll
         self._tail = min(tail, config.pause)
         self._recording: Recording | None = None
         self._early: _Early | None = None
+        self._pending_early: float | None = None
+        self._turn_model = turn_model if config.turn_model else None
+        self._model_tasks: set[asyncio.Task[None]] = set()
+        self._model_decisions: list[tuple[float, float]] = []
+        self.model_error: str | None = None
+        """Why the end-of-turn model failed in this turn (the silence rule took over), if it did."""
         self._ended = asyncio.Event()
         self._listen_started_wall: float | None = None
         self._barge_in = False
@@ -112,11 +134,11 @@ class Listener:
             done, _ = await asyncio.wait({feeder, detector, ended}, return_when=asyncio.FIRST_COMPLETED)
             for task in (feeder, detector):
                 if task in done and task.exception() is not None:
-                    raise _as_voice_error(task.exception())
+                    raise await self._salvage_heard(_as_voice_error(task.exception()))
             if ended not in done:
                 raise ProviderError("Voice activity detection stopped unexpectedly.", "Try again.")
         finally:
-            tasks = (feeder, detector, ended)
+            tasks = (feeder, detector, ended, *self._model_tasks)
             for task in tasks:
                 task.cancel()
             _, stuck = await asyncio.wait(tasks, timeout=5.0)  # bounded: cleanup must never hang the exchange
@@ -158,6 +180,7 @@ class Listener:
                     self._on_speech_started(event)
             elif isinstance(event, Pause):
                 self._start_early(event.speech_end)
+                self._ask_model(event.speech_end)
             elif isinstance(event, Resumed):
                 log.debug("speech resumed at %.2f s", event.at)
             elif isinstance(event, TurnEnded):
@@ -174,12 +197,55 @@ class Listener:
         if not self._early_enabled or self._recording is None:
             return
         if self._early is not None and not self._early.task.done():
-            return  # one early transcription at a time: the CPU is shared with the user's next words
+            # one early transcription at a time (the CPU is shared with the user's next words); the newest pause
+            # waits for the running one
+            self._pending_early = speech_end
+            return
+        self._pending_early = None
         samples = self._speech_clip(speech_end)
         rate = self._recording.sample_rate
         task = asyncio.create_task(self._transcriber.transcribe(samples, rate), name="voice-mcp-early-stt")
-        task.add_done_callback(_consume_exception)
+        task.add_done_callback(self._early_done)
         self._early = _Early(speech_end, task)
+
+    def _early_done(self, task: asyncio.Task[Transcript]) -> None:
+        _consume_exception(task)
+        pending, self._pending_early = self._pending_early, None
+        if pending is not None and pending == self._endpointer.speech_end and not task.cancelled():
+            self._start_early(pending)  # still the latest pause (the user has not resumed since)
+
+    def _ask_model(self, speech_end: float) -> None:
+        if self._turn_model is None or self._recording is None or self._endpointer.onset is None:
+            return
+        start = max(0.0, self._endpointer.onset - self._preroll)
+        clip = self._recording.clip(start, self._recording.end_time)  # the silence so far is part of the input
+        task = asyncio.create_task(self._decide(speech_end, clip, self._recording.sample_rate), name="voice-mcp-turn")
+        self._model_tasks.add(task)
+        task.add_done_callback(self._model_tasks.discard)
+
+    async def _decide(self, speech_end: float, clip: np.ndarray, rate: int) -> None:
+        assert self._turn_model is not None
+        model = await self._turn_model
+        if model is None:
+            self._handle(self._endpointer.model_failed(self._audio_end))
+            return
+        started = time.perf_counter()
+        try:
+            probability = await model.end_of_turn_probability(resample_int16(clip, rate, MODEL_RATE))
+        except Exception as exc:
+            log.warning("the end-of-turn model failed (%s); ending this turn by silence", exc)
+            self.model_error = str(exc) or type(exc).__name__
+            self._handle(self._endpointer.model_failed(self._audio_end))
+            return
+        took = (time.perf_counter() - started) * 1000
+        self._model_decisions.append((probability, took))
+        done = probability >= model.threshold
+        log.debug("end of turn: p=%.3f (%s) in %.0f ms", probability, "done" if done else "not done", took)
+        self._handle(self._endpointer.model_decided(self._audio_end, speech_end, done))
+
+    @property
+    def _audio_end(self) -> float:
+        return self._recording.end_time if self._recording is not None else 0.0
 
     async def _finish(self) -> Heard:
         ep = self._endpointer
@@ -200,11 +266,22 @@ class Listener:
         transcript: Transcript | None = None
         early_used = False
         early = self._early
+        if (
+            early is not None and early.speech_end != speech_end and self._pending_early == speech_end
+            and not early.task.done()
+        ):
+            # the final pause is queued behind an older early run whose thread cannot be stopped: let it finish
+            # instead of running two transcriptions at once, then transcribe the whole reply below
+            self._pending_early = None
+            with contextlib.suppress(BaseException):
+                await early.task
         if early is not None and early.speech_end == speech_end:
             try:
                 transcript = await early.task
                 early_used = True
             except (SttFailure, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                    raise  # this call was cancelled, not only the early run: stop, do not transcribe again
                 log.info("early transcription failed (%s); transcribing again", exc)
         else:
             self._discard_early()
@@ -212,23 +289,50 @@ class Listener:
             try:
                 transcript = await self._transcriber.transcribe(samples, rate)
             except SttFailure as exc:
-                path = save_wav(samples, rate, self._recordings_dir)
-                raise TranscriptionFailed(
+                failed = TranscriptionFailed(
                     "Your reply was recorded but could not be transcribed.",
                     f"{exc}. Check the STT provider (VOICE_MCP_STT).",
-                    audio_path=path,
-                ) from None
+                )
+                raise await self._salvage(failed, samples, rate) from None
         return Heard(
             heard_speech=True, text=transcript.text, ended_by=ep.ended.reason, barge_in=self._barge_in,
             listen_started=self._listen_started_wall, speech_ended=speech_end_wall, turn_ended=turn_end_wall,
             result_ready=time.perf_counter(), stt_ms=transcript.stt_ms, early_transcript=early_used,
-            audio_seconds=transcript.audio_seconds,
+            audio_seconds=transcript.audio_seconds, model_decisions=list(self._model_decisions),
         )
 
+    async def _salvage_heard(self, error: BaseException) -> BaseException:
+        """`error`, naming the file that keeps what the user had said so far (if they had started speaking)."""
+        recording, onset = self._recording, self._endpointer.onset
+        if not isinstance(error, VoiceError) or recording is None or onset is None:
+            return error
+        samples = recording.clip(max(0.0, onset - self._preroll), recording.end_time)
+        return await self._salvage(error, samples, recording.sample_rate, partial=True)
+
+    async def _salvage(
+        self, error: VoiceError, samples: np.ndarray, rate: int, *, partial: bool = False
+    ) -> VoiceError:
+        what = "What you had said so far" if partial else "The reply"
+        try:
+            path = await asyncio.to_thread(
+                save_failed_reply, samples, rate, self._recordings_dir, self._keep_days
+            )
+        except OSError as exc:
+            return error.with_saved_reply(None, f"{what} could not be saved either ({exc})")
+        if path is None:
+            return error.with_saved_reply(None, f"{what} was not kept (VOICE_MCP_KEEP_FAILED_AUDIO_DAYS=0)")
+        return error.with_saved_reply(path, f"{what} was saved to {path}")
+
     def _discard_early(self) -> None:
+        self._pending_early = None
         if self._early is not None and not self._early.task.done():
             self._early.task.cancel()
         self._early = None
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _consume_exception(task: asyncio.Task[Transcript]) -> None:

@@ -25,7 +25,7 @@ from mcp_bridge.models import AudioDeviceError
 from . import devices
 from .device_stream import DeviceStream
 from .devices import Device
-from .echo import EchoCanceller
+from .echo import EchoCanceller, stream_time
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Microphone(DeviceStream):
                 self._echo.set_input_delay(times.currentTime - times.inputBufferAdcTime)
             except Exception:
                 pass
-            self._echo.process_capture(frame)
+            self._echo.process_capture(frame, stream_time(times, "inputBufferAdcTime"))
         mic_frame = MicFrame(frame, self._samples / self.sample_rate, now)
         self._samples += frames
         loop = self._loop
@@ -138,3 +138,4 @@ class Microphone(DeviceStream):
 
     async def aclose(self) -> None:
         await self._close_stream()
+

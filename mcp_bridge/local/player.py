@@ -22,7 +22,7 @@ from livekit import rtc
 from . import devices
 from .device_stream import DeviceStream
 from .devices import Device
-from .echo import EchoCanceller
+from .echo import EchoCanceller, stream_time
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,12 @@ class Player(DeviceStream):
             except Exception:
                 pass
             step = self.sample_rate // 100
+            dac = stream_time(times, "outputBufferDacTime")
             for start in range(0, frames - step + 1, step):
                 render = rtc.AudioFrame(
                     bytearray(reference[start:start + step].tobytes()), self.sample_rate, 1, step
                 )
-                self._echo.process_render(render)
+                self._echo.process_render(render, dac + start / self.sample_rate if dac is not None else None)
         if finished and not self._drained.is_set():
             self._notify(lambda: self._set_drained(generation))
 

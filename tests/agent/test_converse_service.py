@@ -196,16 +196,20 @@ async def test_empty_turns_are_ignored() -> None:
 
 
 def test_long_messages_are_spoken_in_sentence_parts_that_join_to_the_original() -> None:
-    from agent.speech.sentences import sentences, speech_parts
+    from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
+    from agent.voice_agent import speech_parts
 
     text = " ".join(f"Sentence number {i} is here." for i in range(400))
     parts = speech_parts(text, limit=500)
-    assert len(parts) > 1 and " ".join(parts) == text
+    assert len(parts) > 1 and "".join(parts) == text
     assert all(len(p) <= 500 for p in parts)
     assert all(p.rstrip().endswith(".") for p in parts)
     assert speech_parts("One short message.") == ["One short message."]
-    # one split for both paths: the worker's parts are the local loop's sentences, grouped
-    assert [s for p in parts for s in sentences(p)] == sentences(text)
+    # one split for both paths: the worker's parts are the local loop's sentences, packed together
+    local = speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False)
+    assert "".join(local) == text and {s.strip() for s in local} == {
+        s.strip() for p in parts for s in speech_chunks(p, SYNTHESIS_CHUNK_CHARS, combine=False)
+    }
 
 
 async def test_a_cancelled_call_puts_undelivered_turns_back_in_order() -> None:

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from mcp import Client, StdioServerParameters
 
 from tests.audio.pulse import VirtualAudio
@@ -44,12 +45,23 @@ async def test_tools_resources_and_schemas(tmp_path: Path) -> None:
         assert "listen_duration_min" in guide.text
 
 
-async def test_a_bad_argument_gets_a_clear_error_over_stdio(tmp_path: Path) -> None:
-    """One case end to end; the validation cases themselves run in memory (test_mcp_tools.py)."""
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"message": "   "}, "message is empty"),
+        ({"message": "hi", "vad_aggressiveness": 9}, "vad_aggressiveness"),
+        ({"message": "hi", "transport": "carrier-pigeon"}, "transport"),
+        ({"message": "hi", "listen_duration_max": float("inf")}, "listen_duration_max"),
+        ({"message": "hi", "listen_duration_max": 1e9}, "less than or equal to 600"),
+        ({"message": "x" * 10_001}, "Split it into several converse calls"),
+    ],
+)
+async def test_bad_arguments_get_a_clear_error(tmp_path: Path, arguments: dict[str, object], expected: str) -> None:
     async with Client(server_params(tmp_path)) as client:
         result = await client.call_tool("converse", {"message": "   "})
         assert result.is_error
-        assert "message is empty" in result.content[0].text
+        text = result.content[0].text
+        assert text.startswith("[invalid_argument] ") and expected in text, text
 
 
 async def test_missing_microphone_is_a_clear_tool_error_not_a_hang(

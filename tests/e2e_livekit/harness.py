@@ -138,7 +138,9 @@ def start_worker(server: ServerProcess, log_dir: Path, extra_env: dict[str, str]
         start_new_session=True,
     )
     worker = WorkerProcess(proc, log)
-    deadline = time.monotonic() + 120
+    # the worker registers once its idle job process is warm (models, text tools, a silent synthesis): on two
+    # shared, busy cores that alone can take minutes
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if worker.registered():
             return worker

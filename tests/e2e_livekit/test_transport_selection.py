@@ -59,9 +59,9 @@ async def test_auto_uses_the_local_loop_when_the_livekit_server_is_unreachable(
 
 
 async def test_auto_uses_the_local_loop_when_no_worker_answers(
-    lk_settings: Callable[..., Settings], virtual_audio: VirtualAudio, tmp_path: Path
+    lk_settings: Callable[..., Settings], virtual_audio: VirtualAudio, tmp_path: Path, lk_user: TestUser
 ) -> None:
-    # a server that works, but no worker registered under this agent name: the dispatch finds nobody
+    # a server that works and a user in the room, but no worker registered under this agent name
     settings = lk_settings(agent_name="voice-mcp-nobody-home", livekit_timeout=3.0, data_dir=tmp_path)
     result, played = await speak_locally_with_auto(settings, virtual_audio)
     assert result.transport == "local"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ LOSSY_LABEL = "_lossy"
 # One relay for the whole server: it decodes each published video track once for all subscribers.
 relay = MediaRelay()
 # The forwarder of each published audio track (the receiver's track), for the subscribers' transports.
-forwarders: weakref.WeakKeyDictionary[MediaStreamTrack, OpusForwarder] = weakref.WeakKeyDictionary()
+forwarders: dict[MediaStreamTrack, OpusForwarder] = {}
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ class Transport:
         self._answer_waiter: asyncio.Future[str] | None = None
         self.negotiation_lock = asyncio.Lock()
 
-        self._forwarders: list[OpusForwarder] = []
+        self._forwarders: dict[MediaStreamTrack, OpusForwarder] = {}  # this connection's published audio
 
         @self.pc.on("connectionstatechange")
         def _on_state() -> None:
@@ -106,8 +105,7 @@ class Transport:
             transceiver = self.transceiver_of(track)
             if track.kind == "audio" and transceiver is not None:
                 forwarder = OpusForwarder(transceiver, f"{self.name}/{transceiver.mid}")
-                forwarders[track] = forwarder
-                self._forwarders.append(forwarder)
+                forwarders[track] = self._forwarders[track] = forwarder
 
     # -- ICE --------------------------------------------------------------------------------
 
@@ -201,6 +199,8 @@ class Transport:
         self.pc.on(event, handler)
 
     async def close(self) -> None:
-        for forwarder in self._forwarders:
+        for track, forwarder in self._forwarders.items():
             forwarder.close()
+            forwarders.pop(track, None)
+        self._forwarders.clear()
         await self.pc.close()

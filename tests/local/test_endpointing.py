@@ -118,3 +118,72 @@ def test_aggressiveness_raises_the_threshold() -> None:
     lenient.start_listening(0.0)
     _, events = feed(lenient, 0.0, 1.0, 0.55)
     assert any(isinstance(e, SpeechStarted) for e in events)
+
+
+def model_config(**kw: object) -> EndpointConfig:
+    base: dict[str, object] = dict(
+        max_seconds=30.0, min_seconds=0.0, silence_ms=1000, vad_aggressiveness=2, silence_detection=True,
+        turn_model=True, max_turn_silence_ms=3000,
+    )
+    base.update(kw)
+    return EndpointConfig.from_options(**base)  # type: ignore[arg-type]
+
+
+def test_with_the_model_a_done_answer_ends_the_turn_at_once() -> None:
+    ep = Endpointer(model_config())
+    ep.start_listening(0.0)
+    t, _ = feed(ep, 0.0, 1.0, 0.9)
+    t, events = feed(ep, t, 0.3, 0.0)
+    [pause] = [e for e in events if isinstance(e, Pause)]
+    assert not [e for e in events if isinstance(e, TurnEnded)]
+    ended = ep.model_decided(t + 0.05, pause.speech_end, done=True)
+    assert ended and isinstance(ended[0], TurnEnded) and ended[0].reason == "model"
+
+
+def test_with_the_model_not_done_waits_for_the_long_bound() -> None:
+    ep = Endpointer(model_config())
+    ep.start_listening(0.0)
+    t, _ = feed(ep, 0.0, 1.0, 0.9)
+    t, events = feed(ep, t, 0.3, 0.0)
+    [pause] = [e for e in events if isinstance(e, Pause)]
+    assert ep.model_decided(t, pause.speech_end, done=False) == []
+    t, events = feed(ep, t, 2.0, 0.0)  # 2.3 s of silence: longer than silence_ms, shorter than the bound
+    assert not [e for e in events if isinstance(e, TurnEnded)]
+    _, events = feed(ep, t, 1.0, 0.0)
+    ended = [e for e in events if isinstance(e, TurnEnded)]
+    assert ended and ended[0].reason == "silence" and ended[0].at - pause.speech_end >= 3.0 - 1e-6
+
+
+def test_a_done_answer_for_an_earlier_pause_is_ignored_after_the_user_resumed() -> None:
+    ep = Endpointer(model_config())
+    ep.start_listening(0.0)
+    t, _ = feed(ep, 0.0, 1.0, 0.9)
+    t, events = feed(ep, t, 0.3, 0.0)
+    [pause] = [e for e in events if isinstance(e, Pause)]
+    t, _ = feed(ep, t, 0.5, 0.9)  # the user goes on before the model answers
+    assert ep.model_decided(t, pause.speech_end, done=True) == []
+    assert ep.ended is None
+
+
+def test_a_failing_model_hands_the_turn_to_the_silence_rule() -> None:
+    ep = Endpointer(model_config())
+    ep.start_listening(0.0)
+    t, _ = feed(ep, 0.0, 1.0, 0.9)
+    speech_end = t
+    t, _ = feed(ep, t, 0.3, 0.0)
+    assert ep.model_failed(t) == []
+    _, events = feed(ep, t, 0.8, 0.0)
+    ended = [e for e in events if isinstance(e, TurnEnded)]
+    assert ended and ended[0].reason == "silence" and ended[0].at - speech_end < 1.1
+
+
+def test_min_seconds_holds_back_a_done_answer() -> None:
+    ep = Endpointer(model_config(min_seconds=3.0))
+    ep.start_listening(0.0)
+    t, _ = feed(ep, 0.0, 1.0, 0.9)
+    t, events = feed(ep, t, 0.3, 0.0)
+    [pause] = [e for e in events if isinstance(e, Pause)]
+    assert ep.model_decided(t, pause.speech_end, done=True) == []
+    _, events = feed(ep, t, 2.0, 0.0)
+    ended = [e for e in events if isinstance(e, TurnEnded)]
+    assert ended and ended[0].reason == "model" and ended[0].at >= 3.0 - 1e-6

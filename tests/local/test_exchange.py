@@ -69,7 +69,7 @@ async def test_full_exchange_speaks_the_message_and_returns_the_spoken_reply(
     assert result.heard_speech
     assert wer(REPLY, result.text) <= 0.15, result.text
     assert result.transport == "local"
-    assert result.ended_by == "silence"
+    assert result.ended_by == "model"  # a complete sentence: the end-of-turn model ends it, not the long bound
     assert not result.interrupted
     assert result.stt_provider == "faster-whisper" and result.tts_provider == "piper"
     t = result.timings
@@ -107,6 +107,29 @@ async def test_reply_spoken_over_the_message_is_captured_and_stops_playback(
     assert voiced_seconds(played) < message_seconds - 3.0, (voiced_seconds(played), message_seconds)
 
 
+async def test_headphones_with_default_settings_the_user_can_interrupt(
+    transport: LocalTransport, virtual_audio: VirtualAudio, speak_pcm: SpeakPcm, progress: Progress,
+) -> None:
+    """Headphones (no echo path) and the defaults (echo cancellation on): the canceller would damp the microphone
+    while the assistant speaks; the echo-path check sees there is nothing to cancel and lets the user through."""
+    assert transport.settings.barge_in and transport.settings.echo_cancellation
+    reply = await speak_pcm(REPLY)
+    message_seconds = voiced_seconds(await speak_pcm(LONG_MESSAGE))
+    request = ConverseRequest(message=LONG_MESSAGE, listen=ListenOptions(max_seconds=30, silence_ms=800))
+    with virtual_audio.record_speaker() as speaker:
+        task = asyncio.create_task(converse(transport, request, progress))
+        assert await asyncio.to_thread(speaker.wait_for_sound, 60.0), "the message never reached the speaker"
+        await asyncio.sleep(2.0)
+        assert not task.done()
+        await asyncio.to_thread(virtual_audio.play_into_mic, reply)
+        result = await asyncio.wait_for(task, timeout=BOUND)
+        played = speaker.stop()
+
+    assert result.interrupted and result.heard_speech
+    assert wer(REPLY, result.text) <= 0.15, result.text
+    assert voiced_seconds(played) < message_seconds - 3.0, (voiced_seconds(played), message_seconds)
+
+
 async def test_the_assistant_does_not_interrupt_itself_through_its_own_echo(
     transport: LocalTransport, virtual_audio: VirtualAudio, speak_pcm: SpeakPcm, progress: Progress,
 ) -> None:
@@ -130,13 +153,16 @@ async def test_headphones_without_barge_in_the_message_finishes_and_the_overlapp
     reply = await speak_pcm(REPLY)
     message_seconds = voiced_seconds(await speak_pcm(LONG_MESSAGE))
     request = ConverseRequest(message=LONG_MESSAGE, listen=ListenOptions(max_seconds=30, silence_ms=800))
-    with virtual_audio.record_speaker() as speaker:
-        task = asyncio.create_task(converse(transport, request, progress))
-        assert await asyncio.to_thread(speaker.wait_for_sound, 60.0)
-        await asyncio.sleep(3.0)
-        await asyncio.to_thread(virtual_audio.play_into_mic, reply)
-        result = await asyncio.wait_for(task, timeout=BOUND)
-        played = speaker.stop()
+    try:
+        with virtual_audio.record_speaker() as speaker:
+            task = asyncio.create_task(converse(transport, request, progress))
+            assert await asyncio.to_thread(speaker.wait_for_sound, 60.0)
+            await asyncio.sleep(3.0)
+            await asyncio.to_thread(virtual_audio.play_into_mic, reply)
+            result = await asyncio.wait_for(task, timeout=BOUND)
+            played = speaker.stop()
+    finally:
+        await transport.aclose()
 
     assert result.interrupted and result.heard_speech
     assert wer(REPLY, result.text) <= 0.15, result.text

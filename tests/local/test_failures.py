@@ -73,9 +73,12 @@ async def test_stt_failure_keeps_the_reply_as_a_wav_file(
 
     feeder = asyncio.create_task(speak_reply())
     request = ConverseRequest(message="What should I do with the report?", listen=ListenOptions(max_seconds=30))
-    with pytest.raises(TranscriptionFailed) as caught:
-        await asyncio.wait_for(transport.converse(request, progress), timeout=BOUND)
-    await asyncio.wait_for(feeder, timeout=BOUND)
+    try:
+        with pytest.raises(TranscriptionFailed) as caught:
+            await asyncio.wait_for(transport.converse(request, progress), timeout=BOUND)
+        await asyncio.wait_for(feeder, timeout=BOUND)
+    finally:
+        await transport.aclose()
 
     error = caught.value
     assert broken.calls >= 1
@@ -184,9 +187,8 @@ async def test_a_device_that_dies_mid_listen_is_a_device_error(
     doomed = start_virtual_audio(doomed_dir)
     saved = os.environ["PULSE_SERVER"]
     os.environ["PULSE_SERVER"] = doomed.env["PULSE_SERVER"]  # the ALSA pulse plugin connects at open time
+    transport = LocalTransport(make_settings(data_dir=tmp_path), stt=whisper, tts=piper, vad=shared_vad)
     try:
-        settings = make_settings(data_dir=tmp_path)
-        transport = LocalTransport(settings, stt=whisper, tts=piper, vad=shared_vad)
         request = ConverseRequest(message="Say something.", listen=ListenOptions(max_seconds=60))
         task = asyncio.create_task(transport.converse(request, progress))
         await asyncio.wait_for(progress.reached(Stage.LISTENING).wait(), timeout=BOUND)
@@ -196,6 +198,7 @@ async def test_a_device_that_dies_mid_listen_is_a_device_error(
             await asyncio.wait_for(task, timeout=BOUND)
     finally:
         os.environ["PULSE_SERVER"] = saved
+        await transport.aclose()
         await asyncio.to_thread(stop_virtual_audio, doomed)
         shutil.rmtree(doomed_dir, ignore_errors=True)
     assert "stopped working" in caught.value.message

@@ -9,6 +9,7 @@ local servers; it is not a mock of our code. Reusable:
         ...
         server.fail_with = 500          # every audio request now answers 500 (a broken server)
         server.fail_next = 1            # only the next audio request answers 500 (a passing hiccup)
+        server.hold = asyncio.Event()   # transcription requests now wait (a stalled server) until it is set
         server.requests                 # [(method, path), ...] in arrival order
         server.auth_headers             # Authorization headers received
 
@@ -102,6 +103,7 @@ class OpenAICompatibleServer:
     host: str = "127.0.0.1"
     fail_with: int | None = None
     fail_next: int = 0
+    hold: asyncio.Event | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -139,6 +141,8 @@ class OpenAICompatibleServer:
     async def _record(self, request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.auth_headers.append(request.headers.get("Authorization", ""))
+        if self.hold is not None and request.path.endswith("/transcriptions"):
+            await self.hold.wait()  # then answers as configured now (fail_with set meanwhile: that error)
         hiccup = self.fail_next > 0 and request.path.startswith("/v1/audio/")
         if hiccup:
             self.fail_next -= 1

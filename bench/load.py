@@ -1,0 +1,212 @@
+"""Load: many rooms × many converse calls through many bridges and one worker; lost or duplicated turns and the
+protocol overhead.
+
+Inside the private network namespace: the loopback LiveKit server, ONE `python -m agent start` worker whose
+speech is stubbed where compute would dominate (TTS: `tests.e2e_livekit.fast_tts.FastTTSServer`, 40 ms of tone per
+request through the real livekit-agents OpenAI TTS plugin; STT: pointed at the same stub, never called, because
+the user's turns are typed chat, `lk.chat`, which the worker treats like speech). Each room has its own bridge
+(`LiveKitTransport`, its own identity and room connection) and its own user. For every call the user types a
+unique utterance as soon as the bridge reports `listening`; a final `wait_for_response=False` call per room
+collects anything still queued.
+
+- `load_lost_utterances` / `load_duplicated_utterances`: typed utterances returned by no call / by more than one
+  (goal 0). Each returned text is matched against what was typed in that room.
+- `load_protocol_overhead`: converse total minus the worker's own first_audio_ms and speak_ms: the RPC request,
+  progress packets, the user's chat crossing the room and the RPC response (p90 is the figure to watch).
+- `load_call_total`: the whole converse call.
+
+Rooms run `concurrency` at a time (one job process each on the worker; the worker takes at most 8 jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from livekit import rtc
+
+from mcp_bridge.livekit import LiveKitTransport
+from mcp_bridge.models import ConverseRequest, ListenOptions, Stage, VoiceError
+from tests.e2e_livekit.fast_tts import FastTTSServer
+from tests.e2e_livekit.harness import ServerProcess, start_server, start_worker
+
+from .harness import Measurement
+from .settings import bench_settings
+
+AGENT = "voice-mcp-bench-load"
+CALL_BOUND = 60.0
+WORKER_WAIT = 180.0
+
+
+@dataclass
+class RoomTally:
+    typed: list[str] = field(default_factory=list)
+    returned: list[str] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+    overheads: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def _wait_for_user(transport: LiveKitTransport, user: str) -> None:
+    deadline = time.monotonic() + WORKER_WAIT
+    while time.monotonic() < deadline:
+        try:
+            worker = await transport.ensure_worker(30.0)
+        except VoiceError:
+            continue
+        if worker.info.user_identity == user:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"no worker listened to {user} in room {transport.settings.room}")
+
+
+class ChatUser:
+    """A user who only types (`lk.chat`): no microphone track, so the worker's VAD has nothing to chew on. It
+    subscribes to the worker's audio like any frontend (livekit-agents plays nothing until somebody does)."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.room = room
+
+    @classmethod
+    async def join(cls, server: ServerProcess, room_name: str, identity: str) -> ChatUser:
+        room = rtc.Room()
+        await room.connect(server.url, server.token(identity, room_name), options=rtc.RoomOptions(auto_subscribe=True))
+        return cls(room)
+
+    async def type(self, text: str) -> None:
+        await self.room.local_participant.send_text(text, topic="lk.chat")
+
+    async def leave(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.room.disconnect(), 10)
+
+
+async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
+    """One room's conversation. Never raises: a failure is recorded, and what was typed still counts."""
+    tally = RoomTally()
+    room = f"load-{index}-{uuid.uuid4().hex[:6]}"
+    identity = f"load-user-{index}"
+    settings = bench_settings(
+        livekit_url=server.url,
+        livekit_api_key=server.api_key,
+        livekit_api_secret=server.api_secret,
+        room=room,
+        agent_name=AGENT,
+        livekit_timeout=10.0,
+        bridge_identity=f"voice-mcp-bridge-{index}",
+    )
+    transport = LiveKitTransport(settings, worker_start_timeout=WORKER_WAIT)
+    user: ChatUser | None = None
+    try:
+        user = await ChatUser.join(server, room, identity)
+        await _wait_for_user(transport, identity)
+        for n in range(calls):
+            utterance = f"room {index} utterance {n} {uuid.uuid4().hex[:8]}"
+
+            async def on_stage(stage: Stage, _detail: str, text: str = utterance, who: ChatUser = user) -> None:
+                if stage == Stage.LISTENING and text not in tally.typed:
+                    tally.typed.append(text)
+                    await who.type(text)
+
+            started = time.perf_counter()
+            request = ConverseRequest(message=f"Question {n}?", listen=ListenOptions(max_seconds=20, min_seconds=0))
+            try:
+                result = await asyncio.wait_for(transport.converse(request, on_stage), CALL_BOUND)
+            except (VoiceError, TimeoutError) as exc:
+                tally.errors.append(f"call {n}: {type(exc).__name__}: {exc}")
+                continue
+            took = (time.perf_counter() - started) * 1000
+            tally.totals.append(took)
+            tally.overheads.append(took - (result.timings.first_audio_ms or 0.0) - (result.timings.speak_ms or 0.0))
+            tally.returned.extend(line for line in result.text.splitlines() if line.strip())
+        # anything typed but still queued is returned by the next call: make that call (retried after a failure)
+        for attempt in range(3):
+            try:
+                sweep = await asyncio.wait_for(
+                    transport.converse(ConverseRequest(message="That is all.", wait_for_response=False), _nothing),
+                    CALL_BOUND,
+                )
+            except (VoiceError, TimeoutError) as exc:
+                tally.errors.append(f"sweep {attempt}: {type(exc).__name__}: {exc}")
+                continue
+            tally.returned.extend(line for line in sweep.text.splitlines() if line.strip())
+            break
+    except Exception as exc:
+        tally.errors.append(f"room: {type(exc).__name__}: {exc}")
+    finally:
+        await transport.aclose()
+        if user is not None:
+            await user.leave()
+    return tally
+
+
+async def _nothing(stage: Stage, message: str) -> None:
+    return None
+
+
+def _count(tallies: list[RoomTally]) -> tuple[int, int, int]:
+    """(typed, lost, duplicated) over all rooms; a returned line may merge several typed turns."""
+    typed = lost = duplicated = 0
+    for tally in tallies:
+        hits: Counter[str] = Counter()
+        for line in tally.returned:
+            for text in tally.typed:
+                if text in line:
+                    hits[text] += 1
+        typed += len(tally.typed)
+        lost += sum(1 for text in tally.typed if hits[text] == 0)
+        duplicated += sum(1 for text in tally.typed if hits[text] > 1)
+    return typed, lost, duplicated
+
+
+async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> list[Measurement]:
+    logs = out / "logs" / time.strftime("load-%Y%m%d-%H%M%S")
+    logs.mkdir(parents=True, exist_ok=True)
+    server = start_server(logs)
+    worker = None
+    try:
+        async with FastTTSServer() as stub:
+            worker = await asyncio.to_thread(
+                start_worker,
+                server,
+                logs,
+                {"VOICE_MCP_AGENT_NAME": AGENT, "VOICE_MCP_TTS": stub.base_url, "VOICE_MCP_STT": stub.base_url},
+            )
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(index: int) -> RoomTally:
+                async with gate:
+                    return await _room(server, index, calls)
+
+            started = time.perf_counter()
+            results = await asyncio.gather(*(one(i) for i in range(rooms)), return_exceptions=True)
+            wall = time.perf_counter() - started
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+    tallies = [r for r in results if isinstance(r, RoomTally)]
+    failed_rooms = [f"room: {r!r}" for r in results if isinstance(r, BaseException)]
+    typed, lost, duplicated = _count(tallies)
+    errors = [e for t in tallies for e in t.errors] + failed_rooms
+    shape = f"{rooms} rooms × {calls} calls, {concurrency} rooms at a time, one worker, {rooms} bridges"
+    return [
+        Measurement.single(
+            "load_lost_utterances", "count", lost, f"{shape}: typed {typed}, returned by no call (goal 0)",
+            typed=typed, failed_calls=len(errors), errors=errors[:20], wall_s=round(wall, 1),
+        ),
+        Measurement.single(
+            "load_duplicated_utterances", "count", duplicated, "returned by more than one call (goal 0)"
+        ),
+        Measurement.of(
+            "load_protocol_overhead", "ms", [o for t in tallies for o in t.overheads],
+            "converse total − worker first_audio_ms − speak_ms: RPC, progress, the user's chat, the response",
+        ),
+        Measurement.of("load_call_total", "ms", [o for t in tallies for o in t.totals], "the whole converse call"),
+        Measurement.single("load_failed_calls", "count", len(errors), "calls that ended in an error (see JSON)"),
+    ]
