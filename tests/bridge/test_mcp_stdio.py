@@ -25,7 +25,7 @@ def server_params(tmp_path: Path, **env: str) -> StdioServerParameters:
 async def test_tools_resources_and_schemas(tmp_path: Path) -> None:
     async with Client(server_params(tmp_path)) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-        assert set(tools) == {"converse", "voice_status"}
+        assert set(tools) == {"converse", "voice_status", "list_rooms", "room_status", "close_room"}
         converse = tools["converse"]
         # The description is sent with every request: a few hundred tokens at most.
         assert len(converse.description or "") < 900
