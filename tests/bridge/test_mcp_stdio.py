@@ -57,7 +57,7 @@ async def test_tools_resources_and_schemas(tmp_path: Path) -> None:
 )
 async def test_bad_arguments_get_a_clear_error(tmp_path: Path, arguments: dict[str, object], expected: str) -> None:
     async with Client(server_params(tmp_path)) as client:
-        result = await client.call_tool("converse", {"message": "   "})
+        result = await client.call_tool("converse", arguments)
         assert result.is_error
         text = result.content[0].text
         assert text.startswith("[invalid_argument] ") and expected in text, text
