@@ -74,7 +74,7 @@ class ListenOptions(BaseModel):
         None, ge=0, le=3, description="0 permissive … 3 strict speech detection; None: the configured setting."
     )
     silence_detection: bool = Field(True, description="False: listen for the full max_seconds.")
-    audio_cues: bool = Field(True, description="Short chimes when listening starts and stops (tool argument `chimes`).")
+    audio_cues: bool = Field(True, description="Short chimes when listening starts and stops.")
     language: str | None = Field(None, description="Language of the reply for STT, e.g. 'en'; None: as configured.")
 
 
@@ -85,7 +85,7 @@ class SpeakOptions(BaseModel):
     speed: float | None = Field(None, gt=0.25, le=4.0, description="Speech rate, 1.0 normal; None: the configured.")
 
 
-OptionName = Literal["voice", "speed", "language", "chimes"]
+OptionName = Literal["voice", "speed", "language", "audio_cues"]
 """A per-call option as the `converse` tool names it, for `ignored_options`."""
 
 

@@ -84,7 +84,7 @@ def build_request(
     voice: str | None = None,
     speed: float | None = None,
     language: str | None = None,
-    chimes: bool | None = None,
+    audio_cues: bool | None = None,
     vad_aggressiveness: int | None = None,
     disable_silence_detection: bool = False,
 ) -> ConverseRequest:
@@ -108,7 +108,7 @@ def build_request(
             silence_ms=settings.silence_ms,
             vad_aggressiveness=settings.vad_aggressiveness if vad_aggressiveness is None else vad_aggressiveness,
             silence_detection=not disable_silence_detection,
-            audio_cues=settings.audio_cues if chimes is None else chimes,
+            audio_cues=settings.audio_cues if audio_cues is None else audio_cues,
             language=language or settings.stt_language,
         )
         speak = SpeakOptions(voice=voice, speed=speed)

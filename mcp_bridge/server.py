@@ -148,7 +148,7 @@ async def converse(
     voice: Annotated[str | None, Field(description="TTS voice (provider-specific).")] = None,
     speed: Annotated[float | None, Field(gt=0.25, le=4.0, description="Speech rate, 1.0 normal.")] = None,
     language: Annotated[str | None, Field(description="Language of the reply, e.g. 'en'.")] = None,
-    chimes: Annotated[bool | None, Field(description="Audio cues when listening starts/stops.")] = None,
+    audio_cues: Annotated[bool | None, Field(description="Chimes when listening starts/stops.")] = None,
     vad_aggressiveness: Annotated[
         int | None, Field(ge=0, le=3, description="Speech detection strictness, 0 lax … 3 strict.")
     ] = None,
@@ -167,7 +167,7 @@ async def converse(
             voice=voice,
             speed=speed,
             language=language,
-            chimes=chimes,
+            audio_cues=audio_cues,
             vad_aggressiveness=vad_aggressiveness,
             disable_silence_detection=disable_silence_detection,
         )

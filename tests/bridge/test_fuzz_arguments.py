@@ -93,7 +93,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InMemorySessio
 
 ARGUMENTS = (
     "message", "wait_for_response", "transport", "listen_duration_max", "listen_duration_min", "voice", "speed",
-    "language", "chimes", "vad_aggressiveness", "disable_silence_detection",
+    "language", "audio_cues", "vad_aggressiveness", "disable_silence_detection",
 )
 
 scalars = st.one_of(
@@ -121,7 +121,7 @@ valid = {
     "voice": st.none(),
     "speed": st.floats(0.26, 4.0),
     "language": st.sampled_from(["en", "de", None]),
-    "chimes": st.one_of(st.none(), st.booleans()),
+    "audio_cues": st.one_of(st.none(), st.booleans()),
     "vad_aggressiveness": st.integers(0, 3),
     "disable_silence_detection": st.booleans(),
 }
@@ -134,7 +134,7 @@ edgy = {
     "voice": st.text(max_size=30),
     "speed": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.25, 4.0000001, 0])),
     "language": st.text(max_size=10),
-    "chimes": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
+    "audio_cues": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
     "vad_aggressiveness": st.one_of(st.integers(-(2**40), 2**40), st.floats(0, 3)),
     "disable_silence_detection": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
 }

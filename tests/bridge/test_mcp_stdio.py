@@ -32,7 +32,7 @@ async def test_tools_resources_and_schemas(tmp_path: Path) -> None:
         params = converse.input_schema["properties"]
         for name in (
             "message", "wait_for_response", "transport", "listen_duration_max", "listen_duration_min",
-            "voice", "speed", "language", "chimes", "vad_aggressiveness", "disable_silence_detection",
+            "voice", "speed", "language", "audio_cues", "vad_aggressiveness", "disable_silence_detection",
         ):
             assert name in params, name
         assert converse.input_schema["required"] == ["message"]

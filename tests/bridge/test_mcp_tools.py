@@ -103,7 +103,7 @@ NON_DEFAULT: dict[str, object] = {
     "voice": "en-gb",
     "speed": 1.5,
     "language": "de",
-    "chimes": False,
+    "audio_cues": False,
     "vad_aggressiveness": 0,
     "disable_silence_detection": True,
 }
