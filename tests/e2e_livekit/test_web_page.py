@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from livekit import api, rtc
 from mcp import Client, StdioServerParameters
-from playwright.async_api import Browser, Page, Playwright, async_playwright
+from playwright.async_api import Browser, Page, Playwright, TimeoutError, async_playwright
 
 from agent.speech import PiperTTS
 from tests.web.service import WebService, run_cli, service_env, start_web, stop
@@ -246,6 +246,7 @@ async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
 SECOND_PHRASE = "Deploy the release to staging tomorrow morning."
 FIRST_MESSAGE = "The refactoring is done. What should I do next?"
 SECOND_MESSAGE = "Which environment should I deploy to?"
+QUEUED = "user turn queued (no converse call waiting)"  # the worker's log line
 
 
 async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answers(
@@ -284,6 +285,7 @@ async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answe
             assert len(heard & words(PHRASE)) >= 3, content
             await wait_for_line(phone, ".assistant", "Assistant", "refactoring", 120_000)
 
+            queued_before = lk_worker.output().count(QUEUED)
             # the desktop joins mid-conversation with its own link: its page shows what was said before it came
             desktop_browser = await launch(SECOND_PHRASE)
             code, out, err = await run_cli(service, "link", "--json")
@@ -297,8 +299,14 @@ async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answe
             shown = await transcript(desktop)
             assert shown.count("refactoring") == 1, shown  # one line per turn, however often the history came
 
-            # the desktop speaks (its own line, labelled as this device's), and the next converse returns it
+            # the desktop speaks (its own line, labelled as this device's), and the next converse returns it; then
+            # it goes quiet too, so the assistant's next message is not cut short by the looping fake microphone
             await wait_for_line(desktop, ".user", "You")
+            await desktop.click("#mute")
+            # its turn is complete (queued) before the call: the message is then spoken whole, not cut by the turn
+            await wait_until(
+                lambda: lk_worker.output().count(QUEUED) > queued_before, 120, "the desktop's turn to be queued"
+            )
             result = await client.call_tool(
                 "converse", {"message": SECOND_MESSAGE, "transport": "livekit", "listen_duration_max": 60}
             )
@@ -308,7 +316,10 @@ async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answe
             heard = words(" ".join([*content.get("earlier", []), content["text"]]))
             assert len(heard & words(SECOND_PHRASE)) >= 3, content
             assert not heard & first_only, content  # the muted phone was not heard again
-            await wait_for_line(desktop, ".assistant", "Assistant", "environment", 120_000)
+            try:
+                await wait_for_line(desktop, ".assistant", "Assistant", "environment", 120_000)
+            except TimeoutError as exc:
+                raise AssertionError(f"the assistant's message never showed on the desktop; {content}") from exc
 
         shot = await screenshot(desktop, "second-device.png")
         assert shot.stat().st_size > 10_000
@@ -316,6 +327,7 @@ async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answe
         for name, page in pages.items():  # what each page showed when it failed, for the CI artifact
             await screenshot(page, f"{name}-failed.png")
         (ARTIFACTS / "second-device-failed-console.txt").write_text("\n".join(console))
+        (ARTIFACTS / "second-device-failed-worker.log").write_text(lk_worker.output())
         raise
     finally:
         await stop(process)
