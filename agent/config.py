@@ -306,5 +306,3 @@ def load_settings(env_file: str | Path | Literal["default"] | None = "default", 
         fix = _FIXES.get(field, f"correct or unset {variable_name(field)}")
         raise ConfigError(variable_name(field), message, fix) from None
 
-
-SilenceMode = Literal["normal", "off"]

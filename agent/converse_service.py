@@ -22,14 +22,17 @@ from .protocol import (
     ConverseCall,
     ConverseFailed,
     ConverseOk,
+    EndedBy,
+    OptionName,
     PingReply,
     Progress,
+    SpeakOptions,
     Stage,
     Utterance,
     WireTimings,
 )
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 TURN_GRACE_SECONDS = 20.0
 """How long a turn the user is still speaking at `max_seconds` may take to finish before listening gives up."""
@@ -44,21 +47,43 @@ class SpeakOutcome:
     error: str | None = None
 
 
+class OptionsRefused(Exception):
+    """No provider of the session can honour a per-call option; `fix` says what to do instead."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(message)
+
+
+Cue = Literal["listening_started", "listening_stopped"]
+
+
 class SessionPort(Protocol):
     """What the service needs from the running voice session."""
 
-    async def speak(
-        self, text: str, *, allow_interruptions: bool, within: float, speed: float | None = None
-    ) -> SpeakOutcome: ...
+    async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome: ...
 
     def tune_listening(self, silence_ms: int, vad_aggressiveness: int | None) -> None: ...
+
+    def apply_options(self, speak: SpeakOptions, language: str | None) -> None:
+        """Voice, speed and STT language for this call (`OptionsRefused` when no provider can take one)."""
+        ...
+
+    def ignored_options(self, *, spoke: bool, transcribed: bool) -> list[OptionName]:
+        """Options the providers that served could not honour (after a failover)."""
+        ...
+
+    def restore_options(self) -> None: ...
+
+    def play_cue(self, cue: Cue) -> None:
+        """Start playing a listening cue into the room (does not wait for it)."""
+        ...
 
     def user_speaking(self) -> bool: ...
 
     def user_identity(self) -> str | None: ...
 
-
-EndedBy = Literal["silence", "max_duration", "not_waiting", "queued"]
 
 ProgressSink = Callable[[str, Progress], Awaitable[None]]
 """Publishes a progress packet to the given caller identity."""
@@ -181,22 +206,25 @@ class ConverseService:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             self._port.tune_listening(self._default_silence_ms, self._default_vad_aggressiveness)
+            self._port.restore_options()
 
     async def _converse(self, active: _ActiveCall) -> ConverseOk | ConverseFailed:
         call = active.call
         message = call.message or ""
         earlier = active.earlier
         timings = WireTimings()
+        try:
+            self._port.apply_options(call.speak, call.listen.language)
+        except OptionsRefused as exc:  # before anything is said or taken: the caller may retry without it
+            self._requeue(earlier, active)
+            return ConverseFailed(id=call.id, code="unsupported_option", message=exc.message, hint=exc.fix)
         self._port.tune_listening(call.listen.silence_ms, call.listen.vad_aggressiveness)
 
         interrupted = False
         if message.strip():
             await self._set_stage(active, "speaking")
             outcome = await self._port.speak(
-                message,
-                allow_interruptions=self._barge_in,
-                within=speak_timeout(message, call.speak.speed or 1.0),
-                speed=call.speak.speed,
+                message, allow_interruptions=self._barge_in, within=speak_timeout(message, call.speak.speed or 1.0)
             )
             if outcome.error is not None:
                 self._requeue(earlier, active)
@@ -217,9 +245,13 @@ class ConverseService:
             return self._ok(active, earlier, reply, timings, interrupted, "queued" if earlier else "silence")
 
         await self._set_stage(active, "listening")
+        if call.listen.audio_cues:
+            self._port.play_cue("listening_started")
         listen_started = time.monotonic()
         reply, ended_by = await self._listen(active)
         timings.listen_ms = _ms(time.monotonic() - listen_started)
+        if call.listen.audio_cues:
+            self._port.play_cue("listening_stopped")
         if reply is not None:
             if reply.stopped_speaking_at is not None:
                 timings.listen_ms = max(0.0, round((reply.stopped_speaking_at - _unix(listen_started)) * 1000, 1))
@@ -273,6 +305,10 @@ class ConverseService:
             timings=timings,
             stt_provider=self._stt_provider,
             tts_provider=self._tts_provider,
+            ignored_options=self._port.ignored_options(
+                # earlier turns were transcribed before this call's options applied
+                spoke=timings.first_audio_ms is not None, transcribed=reply is not None and reply.source == "voice"
+            ),
         )
 
     def _requeue(self, earlier: list[Utterance], active: _ActiveCall) -> None:

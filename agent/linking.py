@@ -1,8 +1,7 @@
 """Which room participant is the user the worker listens to, and which of the user's devices it hears.
 
-The bridge and other agents are in the same room and must never be mistaken for the user. The bridge is
-recognised by its identity (settings.bridge_identity) or its `voice-mcp.role` attribute, workers by their
-identity prefix, role attribute or participant kind, so this works even on a server that drops attributes.
+The bridge and other agents are in the same room and must never be mistaken for the user (`agent.participants`
+tells the roles apart).
 
 One person may be in the room from several devices (`<user>-<device>` identities from the web page). The worker
 hears one device at a time: the first present, then whichever starts speaking while the agent is not speaking
@@ -21,25 +20,13 @@ from livekit.agents import AgentSession
 
 from .devices import DeviceAudioInput
 from .history import TranscriptHistory
-from .protocol import ATTR_ROLE, WORKER_IDENTITY_PREFIX
+from .participants import is_user
+from .protocol import ATTR_ROLE
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
-USER_KINDS = (
-    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
-    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
-    rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
-)
 AWAITING_USER = "voice-mcp:awaiting-user"
 """Placeholder identity that RoomIO never matches: the session starts unlinked and `UserLinker` links it."""
-
-
-def is_user(participant: rtc.RemoteParticipant, bridge_identity: str) -> bool:
-    if participant.identity == bridge_identity or participant.identity.startswith(WORKER_IDENTITY_PREFIX):
-        return False
-    if participant.attributes.get(ATTR_ROLE) in ("bridge", "worker"):
-        return False
-    return participant.kind in USER_KINDS
 
 
 class UserLinker:

@@ -24,7 +24,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: `listen.audio_cues`, per-call `speak.voice`/`listen.language` honoured by the worker, `ignored_options` in
+`ConverseOk`. A version-1 worker would silently drop those options, so it answers `unsupported_version` instead."""
 
 RPC_CONVERSE = "voice-mcp.converse"
 RPC_PING = "voice-mcp.ping"
@@ -57,18 +59,34 @@ def new_request_id() -> str:
 # --- requests ----------------------------------------------------------------------------------------------------
 
 
-class ListenParams(BaseModel):
-    max_seconds: float = Field(120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False)
-    min_seconds: float = Field(2.0, ge=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False)
-    silence_ms: int = Field(1000, ge=100)
-    vad_aggressiveness: int | None = Field(None, ge=0, le=3, description="None: the worker's own setting.")
-    silence_detection: bool = True
-    language: str = "en"
+class ListenOptions(BaseModel):
+    """How to listen for the reply: one definition for the bridge's `ConverseRequest` and the wire `ConverseCall`."""
+
+    max_seconds: float = Field(
+        120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False, description="Stop listening after this long."
+    )
+    min_seconds: float = Field(
+        2.0, ge=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False,
+        description="Silence cannot end the turn before this much listening.",
+    )
+    silence_ms: int = Field(1000, ge=100, description="Silence after speech that ends the turn.")
+    vad_aggressiveness: int | None = Field(
+        None, ge=0, le=3, description="0 permissive … 3 strict speech detection; None: the configured setting."
+    )
+    silence_detection: bool = Field(True, description="False: listen for the full max_seconds.")
+    audio_cues: bool = Field(True, description="Short chimes when listening starts and stops.")
+    language: str | None = Field(None, description="Language of the reply for STT, e.g. 'en'; None: as configured.")
 
 
-class SpeakParams(BaseModel):
-    voice: str | None = None
-    speed: float | None = Field(None, gt=0.25, le=4.0)
+class SpeakOptions(BaseModel):
+    """How to speak the message (same model on both sides of the wire)."""
+
+    voice: str | None = Field(None, description="TTS voice (provider-specific); None: the configured voice.")
+    speed: float | None = Field(None, gt=0.25, le=4.0, description="Speech rate, 1.0 normal; None: the configured.")
+
+
+OptionName = Literal["voice", "speed", "language", "audio_cues"]
+"""A per-call option as the `converse` tool names it, for `ignored_options`."""
 
 
 class ConverseCall(BaseModel):
@@ -80,8 +98,8 @@ class ConverseCall(BaseModel):
     message_stream: bool = False
     message_chars: int = Field(0, ge=0, description="Length of the message, to check a streamed one arrived whole.")
     wait_for_response: bool = True
-    listen: ListenParams = Field(default_factory=ListenParams)
-    speak: SpeakParams = Field(default_factory=SpeakParams)
+    listen: ListenOptions = Field(default_factory=ListenOptions)
+    speak: SpeakOptions = Field(default_factory=SpeakOptions)
 
 
 class PingCall(BaseModel):
@@ -125,6 +143,10 @@ class WireTimings(BaseModel):
     stt_ms: float | None = None
 
 
+EndedBy = Literal["silence", "model", "max_duration", "not_waiting", "queued"]
+"""Why a converse call stopped listening (the same type in `ConverseOk` and the bridge's `ConverseResult`)."""
+
+
 class ConverseOk(BaseModel):
     v: int = PROTOCOL_VERSION
     id: str
@@ -135,15 +157,18 @@ class ConverseOk(BaseModel):
     )
     heard_speech: bool
     interrupted: bool = False
-    ended_by: Literal["silence", "model", "max_duration", "not_waiting", "queued"] = "silence"
+    ended_by: EndedBy = "silence"
     timings: WireTimings = Field(default_factory=WireTimings)
     stt_provider: str | None = None
     tts_provider: str | None = None
+    ignored_options: list[OptionName] = Field(
+        default_factory=list, description="Options of this call the provider that served it could not honour."
+    )
 
 
 ErrorCode = Literal[
-    "busy", "no_user", "bad_request", "unsupported_version", "message_missing", "speech_failed", "cancelled",
-    "internal",
+    "busy", "no_user", "bad_request", "unsupported_version", "unsupported_option", "message_missing",
+    "speech_failed", "cancelled", "internal",
 ]
 
 

@@ -8,6 +8,11 @@ While the track comes back the room output is paused, so TTS synthesis goes on b
 track nobody has subscribed to yet: the first word is never lost; the wait (publishing plus the subscriber's
 subscription, bounded by `RESUBSCRIBE_WAIT`) overlaps the synthesis of the first sentence.
 
+NOT WIRED INTO THE WORKER YET: in the end-to-end test "the first word after a long quiet spell" the user heard
+"an anniversary" for "Bananas are" on an overloaded machine — the onset of the first word after the track came
+back was lost. A lead-in of silence into the source before `resume()` is the next thing to try; until a run shows
+the first word whole, the worker keeps its track published (docs/performance.md).
+
 It works on livekit-agents' RoomIO audio output (`room_io.audio_output`): the track is re-created over the same
 `rtc.AudioSource`, with the same name and publish options.
 """

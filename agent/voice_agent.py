@@ -9,18 +9,22 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 
 from livekit import rtc
-from livekit.agents import Agent, AgentSession, ModelSettings, StopResponse, llm, stt
+from livekit.agents import Agent, AgentSession, ModelSettings, StopResponse, llm, stt, tts
 from livekit.agents.voice.events import AgentStateChangedEvent, ErrorEvent
 from livekit.agents.voice.room_io import TextInputEvent
 
-from .converse_service import ConverseService, SpeakOutcome
+from . import cues
+from .converse_service import ConverseService, Cue, OptionsRefused, SpeakOutcome
 from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason
-from .protocol import Utterance
+from .protocol import OptionName, SpeakOptions, Utterance
 from .segment_stt import transcribe_segments
+from .speech.call_options import CallOptions, OptionRefused
 from .speech.text_chunks import speech_chunks
 from .speech.vad_tap import TappedVAD
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
+
+CUE_RATE = 48000
 
 LLM_INSTRUCTIONS = (
     "You are the voice of an AI assistant that is busy with a task. The user is talking to you while the "
@@ -104,24 +108,41 @@ class AgentSessionPort:
         session: AgentSession,
         *,
         vad_tuner: Callable[[int, int | None], None] | None = None,
-        speed_tuner: Callable[[float], None] | None = None,
-        default_speed: float = 1.0,
+        tts_: tts.TTS | None = None,
+        stt_: stt.STT | None = None,
     ) -> None:
+        """`tts_`/`stt_`: the session's providers, for per-call voice, speed and language."""
         self._session = session
         self._vad_tuner = vad_tuner
-        self._speed_tuner = speed_tuner
-        self._default_speed = default_speed
+        self._options = CallOptions(tts_=tts_, stt_=stt_)
 
-    async def speak(
-        self, text: str, *, allow_interruptions: bool, within: float, speed: float | None = None
-    ) -> SpeakOutcome:
-        if speed is None or self._speed_tuner is None:
-            return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
-        self._speed_tuner(speed)
+    def apply_options(self, speak: SpeakOptions, language: str | None) -> None:
         try:
-            return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
-        finally:
-            self._speed_tuner(self._default_speed)
+            self._options.apply(speak, language=language)
+        except OptionRefused as exc:
+            raise OptionsRefused(str(exc.problem), exc.fix) from exc
+
+    def ignored_options(self, *, spoke: bool, transcribed: bool) -> list[OptionName]:
+        return self._options.ignored(spoke=spoke, transcribed=transcribed)
+
+    def restore_options(self) -> None:
+        self._options.restore()
+
+    def play_cue(self, cue: Cue) -> None:
+        frame = cues.listening_started(CUE_RATE) if cue == "listening_started" else cues.listening_stopped(CUE_RATE)
+
+        async def audio() -> AsyncIterator[rtc.AudioFrame]:
+            yield frame
+
+        try:
+            # interruptible: livekit-agents skips a user turn that ends while uninterruptible speech is current, and
+            # a chime must never cost the user's words
+            self._session.say("", audio=audio(), allow_interruptions=True, add_to_chat_ctx=False)
+        except RuntimeError as exc:  # the session is closing: no cue to play
+            logger.debug("cue not played: %s", exc)
+
+    async def speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
+        return await self._speak(text, allow_interruptions=allow_interruptions, within=within)
 
     async def _speak(self, text: str, *, allow_interruptions: bool, within: float) -> SpeakOutcome:
         loop = asyncio.get_running_loop()

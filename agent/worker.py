@@ -22,6 +22,7 @@ from .config import Settings, load_settings
 from .converse_service import ConverseService
 from .linking import AWAITING_USER, UserLinker
 from .page_controls import register_page_controls
+from .participants import workers_in_serving_order
 from .protocol import (
     ATTR_REQUEST_ID,
     ATTR_ROLE,
@@ -44,13 +45,12 @@ from .protocol import (
     encode_response,
 )
 from .room_session import PAUSE_MS, build_room_session
-from .speaker_track import SpeakerTrack
 from .speech import build_stt, build_tts, build_vad, provider_label
 from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 from .warmup import available_memory_mb, idle_processes, lower_priority_while_idle, restore_priority, warm_process
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 MESSAGE_STREAM_WAIT = 30.0
 """Seconds a converse call waits for its streamed message to finish arriving."""
@@ -126,10 +126,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     service = ConverseService(
         AgentSessionPort(
-            session,
-            vad_tuner=room_session.tune_listening,
-            speed_tuner=lambda speed: set_tts_speed(tts, speed),
-            default_speed=settings.tts_speed,
+            session, vad_tuner=room_session.tune_listening, tts_=tts, stt_=stt
         ),
         agent_name=settings.agent_name,
         progress=send_progress,
@@ -160,9 +157,6 @@ async def entrypoint(ctx: JobContext) -> None:
         record=False,
     )
     UserLinker(room, session, bridge_identity=settings.bridge_identity).start()
-    speaker = SpeakerTrack(session, room, session.room_io.audio_output)  # no track (no encoding) while quiet
-    speaker.start()
-    ctx.add_shutdown_callback(speaker.aclose)
     _register_rpc(room, service, inbox)
     register_page_controls(room, session)
     if await _another_worker_serves(room):
@@ -177,9 +171,10 @@ async def _another_worker_serves(room: rtc.Room) -> bool:
     """Two dispatches can race (a bridge retrying while a worker starts): the worker with the smallest identity
     keeps the room, so user turns are never split between two queues. The bridge prefers the same one."""
     me = room.local_participant.identity
-    for identity in sorted(room.remote_participants):
-        if not identity.startswith(WORKER_IDENTITY_PREFIX) or identity >= me:
-            continue
+    for worker in workers_in_serving_order(room.remote_participants.values()):
+        identity = worker.identity
+        if identity >= me:
+            break
         try:
             await room.local_participant.perform_rpc(
                 destination_identity=identity,
@@ -193,21 +188,6 @@ async def _another_worker_serves(room: rtc.Room) -> bool:
         logger.info("worker %s already serves room %s; leaving", identity, room.name)
         return True
     return False
-
-
-def set_tts_speed(tts: Any, speed: float) -> None:
-    """Set the speaking rate on every TTS behind `tts` that can change it (Piper can; others keep theirs)."""
-    pending = [tts]
-    while pending:
-        component = pending.pop()
-        pending.extend(getattr(component, "_tts_instances", []))
-        update = getattr(component, "update_options", None)
-        if update is None:
-            continue
-        try:
-            update(speed=speed)
-        except (TypeError, ValueError) as exc:
-            logger.debug("%s keeps its speed: %s", type(component).__name__, exc)
 
 
 def _label(label: Any, component: Any) -> str | None:

@@ -44,10 +44,14 @@ BOUND = 180.0
 class _Progress:
     def __init__(self) -> None:
         self.listening = asyncio.Event()
+        self.result_ready: float | None = None
+        """perf_counter when the transport reported `done` (the result is ready; devices still closing)."""
 
     async def __call__(self, stage: Stage, message: str) -> None:
         if stage == Stage.LISTENING:
             self.listening.set()
+        elif stage == Stage.DONE:
+            self.result_ready = time.perf_counter()
 
 
 async def _exchange(
@@ -67,8 +71,7 @@ async def _exchange(
             task.cancel()
     returned = time.perf_counter()
     speaker = tap.first_loud(called)
-    t = result.timings
-    result_ready = called + t.total_ms / 1000
+    result_ready = progress.result_ready if progress.result_ready is not None else returned
     return result, {
         "eos_to_return": (returned - (played + reply.voiced_end)) * 1000,
         "return_after_result": (returned - result_ready) * 1000,

@@ -8,10 +8,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import get_args
 
 from agent.config import ConfigError, Settings, load_settings
 
-from .models import Stage, VoiceError
+from .models import RequestedTransport, Stage, VoiceError
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     converse = commands.add_parser("converse", help="speak a message, listen, print the reply")
     converse.add_argument("message", help="what to say")
     converse.add_argument("--no-wait", action="store_true", help="only speak, do not listen")
-    converse.add_argument("--transport", choices=["auto", "local", "livekit"], default="auto")
+    converse.add_argument("--transport", choices=get_args(RequestedTransport), default="auto")
     converse.add_argument("--max", type=float, dest="listen_max", help="max listen seconds")
     converse.add_argument("--min", type=float, dest="listen_min", help="min listen seconds before silence ends")
     converse.add_argument("--json", action="store_true", help="print the whole result as JSON")
@@ -183,7 +184,7 @@ def _web(settings: Settings, *, host: str, port: int) -> int:
 
 
 async def _converse(settings: Settings, args: argparse.Namespace) -> int:
-    from .server import build_request
+    from .models import build_request
     from .service import VoiceService
 
     try:
@@ -194,6 +195,9 @@ async def _converse(settings: Settings, args: argparse.Namespace) -> int:
             listen_duration_max=args.listen_max,
             listen_duration_min=args.listen_min,
         )
+    except ValueError as exc:
+        print(f"voice-mcp: invalid argument: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except VoiceError as exc:
         print(f"voice-mcp: [{exc.code}] {exc}", file=sys.stderr)
         return EXIT_FAILED

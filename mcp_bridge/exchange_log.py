@@ -54,6 +54,7 @@ class ExchangeLog:
                 "reply_chars": len(result.text),
                 "interrupted": result.interrupted,
                 "ended_by": result.ended_by,
+                "ignored_options": result.ignored_options,
                 "timings": result.timings.model_dump(),
             }
         if error is not None:

@@ -7,16 +7,34 @@ A transport (local loop, LiveKit room) takes a `ConverseRequest` and returns a `
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from agent.protocol import LISTEN_MAX_SECONDS, MESSAGE_MAX_CHARS
+from agent.protocol import (
+    LISTEN_MAX_SECONDS,
+    MESSAGE_MAX_CHARS,
+    EndedBy,
+    ListenOptions,
+    OptionName,
+    SpeakOptions,
+)
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+
+# re-exported: one definition, in the protocol
+__all__ = ["LISTEN_MAX_SECONDS", "EndedBy", "ListenOptions", "OptionName", "SpeakOptions"]
+
+logger = logging.getLogger(__name__)
 
 TransportName = Literal["local", "livekit"]
+RequestedTransport = Literal["auto", "local", "livekit"]
+"""What a caller may ask for: a transport, or `auto` (see `mcp_bridge.transports.choose_transport`)."""
 
 
 class Stage(StrEnum):
@@ -35,25 +53,18 @@ async def no_progress(stage: Stage, message: str) -> None:
     """A progress callback that reports nowhere."""
 
 
-class ListenOptions(BaseModel):
-    max_seconds: float = Field(
-        120.0, gt=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False,
-        description="Stop listening after this long, speech or not.",
-    )
-    min_seconds: float = Field(
-        2.0, ge=0, le=LISTEN_MAX_SECONDS, allow_inf_nan=False,
-        description="Silence cannot end the turn before this much listening.",
-    )
-    silence_ms: int = Field(1000, ge=100, description="Silence after speech that ends the turn.")
-    vad_aggressiveness: int = Field(2, ge=0, le=3, description="0 permissive … 3 strict speech detection.")
-    silence_detection: bool = Field(True, description="False: listen for the full max_seconds.")
-    audio_cues: bool = Field(True, description="Short chimes when listening starts and stops.")
-    language: str = "en"
+def guarded(progress: ProgressCallback) -> ProgressCallback:
+    """`progress` that never raises: a client that dropped progress must not cost the user's reply.
 
+    `VoiceService` wraps the caller's callback once; transports call what they are given."""
 
-class SpeakOptions(BaseModel):
-    voice: str | None = None
-    speed: float | None = Field(None, gt=0.25, le=4.0)
+    async def report(stage: Stage, message: str) -> None:
+        try:
+            await progress(stage, message)
+        except Exception as exc:
+            logger.debug("progress report failed: %s", exc)
+
+    return report
 
 
 class ConverseRequest(BaseModel):
@@ -61,6 +72,65 @@ class ConverseRequest(BaseModel):
     wait_for_response: bool = True
     listen: ListenOptions = Field(default_factory=ListenOptions)
     speak: SpeakOptions = Field(default_factory=SpeakOptions)
+
+
+def build_request(
+    settings: Settings,
+    *,
+    message: str,
+    wait_for_response: bool = True,
+    listen_duration_max: float | None = None,
+    listen_duration_min: float | None = None,
+    voice: str | None = None,
+    speed: float | None = None,
+    language: str | None = None,
+    audio_cues: bool | None = None,
+    vad_aggressiveness: int | None = None,
+    disable_silence_detection: bool = False,
+) -> ConverseRequest:
+    """A request from the `converse` arguments (the tool's and the CLI's), with the settings' defaults for what the
+    caller left out. Raises `InvalidArgument` (a `ValueError`) saying what to fix; only the MCP tool turns it into
+    a tool error."""
+    if not message.strip():
+        raise InvalidArgument("message is empty", "Pass the text to speak to the user.")
+    if len(message) > MESSAGE_MAX_CHARS:
+        raise InvalidArgument(
+            f"message is {len(message)} characters long; one call speaks at most {MESSAGE_MAX_CHARS}",
+            "Split it into several converse calls (wait_for_response=false for all but the last), "
+            "or shorten it: a spoken turn should be brief.",
+        )
+    max_seconds = listen_duration_max if listen_duration_max is not None else settings.listen_max
+    min_seconds = listen_duration_min if listen_duration_min is not None else settings.listen_min
+    try:
+        listen = ListenOptions(
+            max_seconds=max_seconds,
+            min_seconds=min(min_seconds, max_seconds),
+            silence_ms=settings.silence_ms,
+            vad_aggressiveness=settings.vad_aggressiveness if vad_aggressiveness is None else vad_aggressiveness,
+            silence_detection=not disable_silence_detection,
+            audio_cues=settings.audio_cues if audio_cues is None else audio_cues,
+            language=language or settings.stt_language,
+        )
+        speak = SpeakOptions(voice=voice, speed=speed)
+        return ConverseRequest(message=message, wait_for_response=wait_for_response, listen=listen, speak=speak)
+    except ValidationError as exc:
+        raise InvalidArgument(describe_validation(exc), ARGUMENT_HINT) from None
+
+
+ARGUMENT_HINT = "Correct the argument and call again; the tool's input schema gives each argument's range."
+_ARGUMENT_NAMES = {"max_seconds": "listen_duration_max", "min_seconds": "listen_duration_min"}
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """`argument: problem (got value)` for each failed argument, named as the tool names them."""
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if str(part) not in ("listen", "speak")]
+        name = ".".join(_ARGUMENT_NAMES.get(part, part) for part in loc) or "arguments"
+        value = repr(error.get("input"))
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        problems.append(f"{name}: {error['msg']} (got {shown})")
+    return "; ".join(problems)
 
 
 class Timings(BaseModel):
@@ -85,7 +155,7 @@ class ConverseResult(BaseModel):
     stt_provider: str | None = None
     tts_provider: str | None = None
     interrupted: bool = Field(False, description="The user started talking before the message was finished.")
-    ended_by: Literal["silence", "model", "max_duration", "not_waiting", "queued"] = Field(
+    ended_by: EndedBy = Field(
         "silence",
         description="silence: the silence rule ended the turn; model: the end-of-turn model judged the user done; "
         "queued: the reply was said earlier, while no converse was waiting (LiveKit)."
@@ -94,7 +164,11 @@ class ConverseResult(BaseModel):
         default_factory=list,
         description="Utterances the user made while no converse was waiting, oldest first (also at the start of text).",
     )
-    audio_path: Path | None = Field(None, description="Kept recording, when recording is enabled.")
+    ignored_options: list[OptionName] = Field(
+        default_factory=list,
+        description="Arguments of this call the provider that served it could not honour (e.g. a voice the "
+        "fallback TTS does not have).",
+    )
 
 
 class VoiceError(Exception):
@@ -132,7 +206,7 @@ def join_sentences(*parts: str) -> str:
     return " ".join(out)
 
 
-class InvalidArgument(VoiceError):
+class InvalidArgument(VoiceError, ValueError):
     """A tool argument outside what a call accepts."""
 
     code = "invalid_argument"
@@ -166,6 +240,12 @@ class TranscriptionFailed(ProviderError):
             hint = join_sentences(hint, f"The reply was saved to {audio_path}")
         super().__init__(message, hint)
         self.audio_path = audio_path
+
+
+class UnsupportedOption(ProviderError):
+    """No configured provider can honour a per-call option (e.g. a voice no TTS has); nothing was spoken."""
+
+    code = "unsupported_option"
 
 
 class TransportUnavailable(VoiceError):

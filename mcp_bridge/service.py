@@ -6,9 +6,10 @@ The MCP tools and the CLI both talk to this class; neither knows how a transport
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -17,7 +18,16 @@ from agent.speech.health import ProviderStatus
 
 from .cancel_safe import finish
 from .exchange_log import ExchangeLog
-from .models import Busy, ConverseRequest, ConverseResult, ProgressCallback, Stage, no_progress
+from .models import (
+    Busy,
+    ConverseRequest,
+    ConverseResult,
+    ProgressCallback,
+    RequestedTransport,
+    Stage,
+    guarded,
+    no_progress,
+)
 from .transport import Transport, TransportHealth
 
 if TYPE_CHECKING:
@@ -27,9 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RequestedTransport = Literal["auto", "local", "livekit"]
-
-
 class StatusReport(BaseModel):
     providers: list[ProviderStatus]
     transports: list[TransportHealth]
@@ -37,6 +44,9 @@ class StatusReport(BaseModel):
 
 
 class VoiceService:
+    """Builds the speech providers and transports on first use and closes them in `aclose()` (the MCP server's
+    lifespan, or the CLI, owns the service)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.exchange_log = ExchangeLog.in_dir(settings.data_dir, settings.exchange_log)
@@ -81,8 +91,16 @@ class VoiceService:
         livekit = self.livekit_transport()
         if livekit is not None:
             livekit.start()  # joins and dispatches a worker in the background; failures surface per call
+        building = asyncio.ensure_future(asyncio.to_thread(self.speech))
         try:
-            stt_, tts_, _ = await asyncio.to_thread(self.speech)
+            try:
+                stt_, tts_, _ = await asyncio.shield(building)
+            except asyncio.CancelledError:
+                # building only constructs the objects (models load lazily): let it finish, so that aclose()
+                # sees, and closes, everything it made
+                with contextlib.suppress(Exception):
+                    await building
+                raise
             stt_.prewarm()
             tts_.prewarm()
         except Exception as exc:  # a broken provider is reported by converse and voice_status, not here
@@ -103,6 +121,7 @@ class VoiceService:
         progress: ProgressCallback = no_progress,
     ) -> ConverseResult:
         started = time.perf_counter()
+        progress = guarded(progress)  # the one place a failing progress sink is contained
         try:
             await self._wait_for_turn(progress)
             try:  # one conversation at a time: there is one microphone and one user
@@ -116,7 +135,7 @@ class VoiceService:
             )
             raise
         result.transport_reason = result.transport_reason or reason
-        result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)
+        result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)  # the only place it is set
         await finish(
             self.exchange_log.record(requested_transport=transport, message_chars=len(request.message), result=result)
         )
@@ -181,13 +200,26 @@ class VoiceService:
         }
 
     async def aclose(self) -> None:
+        """Close the transports, then the speech providers this service built (in that order: the transports use
+        them)."""
         for transport in (self._livekit, self._local):
             if transport is not None:
                 try:
                     await transport.aclose()
                 except Exception as exc:
                     logger.warning("closing %s transport failed: %s", transport.name, exc)
-        await wait_for_model_loads()
+        self._livekit = self._local = None
+        await wait_for_model_loads()  # a model still loading on its thread must not be closed under it
+        built: list[stt.STT | tts.TTS | vad.VAD | None] = [self._stt, self._tts, self._vad]
+        self._stt = self._tts = self._vad = None
+        for component in built:
+            close = getattr(component, "aclose", None)  # livekit's VAD has no aclose (nothing to release)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception as exc:
+                logger.warning("closing %s failed: %s", type(component).__name__, exc)
 
 
 MODEL_LOAD_GRACE = 120.0

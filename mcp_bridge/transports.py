@@ -11,20 +11,18 @@ next call. The reason is returned so the result can say it (`ConverseResult.tran
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 from agent.config import Settings
 
 from .livekit import LiveKitTransport
-from .models import TransportUnavailable, VoiceError
+from .models import RequestedTransport, TransportUnavailable, VoiceError
 from .transport import Transport
 
-Requested = Literal["auto", "livekit", "local"]
 NOT_CONFIGURED_HINT = "set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
 
 
 async def choose_transport(
-    requested: Requested,
+    requested: RequestedTransport,
     settings: Settings,
     *,
     livekit: LiveKitTransport | Transport | None,

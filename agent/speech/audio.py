@@ -48,13 +48,6 @@ def buffer_to_whisper_input(buffer: AudioBuffer) -> np.ndarray:
     return mono.astype(np.float32) / 32768.0
 
 
-def int16_to_frame(samples: np.ndarray, sample_rate: int) -> rtc.AudioFrame:
-    samples = np.ascontiguousarray(samples, dtype=np.int16)
-    return rtc.AudioFrame(
-        data=samples.tobytes(), sample_rate=sample_rate, num_channels=1, samples_per_channel=samples.size
-    )
-
-
 @dataclass
 class WavFormat:
     sample_rate: int

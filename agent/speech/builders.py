@@ -38,7 +38,7 @@ from .piper_tts import PiperTTS
 from .vad import build_vad
 from .whisper_stt import FasterWhisperSTT
 
-logger = logging.getLogger("voice_mcp.speech")
+logger = logging.getLogger(__name__)
 
 # provider -> its provider-list entry, recorded when we build it
 _entry_names: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()

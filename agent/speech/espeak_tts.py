@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
+import subprocess
 
 import numpy as np
 from livekit import rtc
@@ -26,6 +28,16 @@ ESPEAK_FIX = "install espeak-ng (Debian/Ubuntu: sudo apt-get install espeak-ng; 
 
 def find_espeak() -> str | None:
     return shutil.which("espeak-ng")
+
+
+@functools.lru_cache(maxsize=64)
+def espeak_has_voice(binary: str, voice: str) -> bool:
+    """Whether `espeak-ng -v voice` works (names, languages and variants like `en-gb+f3`); asked once per name."""
+    try:
+        done = subprocess.run([binary, "-q", "-v", voice, ""], capture_output=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and b"does not exist" not in done.stderr
 
 
 class EspeakTTS(tts.TTS):
@@ -50,11 +62,22 @@ class EspeakTTS(tts.TTS):
     def provider(self) -> str:
         return "espeak"
 
+    @property
+    def voice(self) -> str:
+        return self._voice
+
+    @property
+    def speed(self) -> float:
+        return self._speed
+
     def update_options(self, *, speed: float | None = None, voice: str | None = None) -> None:
+        """Change the rate and/or the voice for later requests; `ValueError` for a voice espeak-ng does not have."""
+        if voice is not None and voice != self._voice:
+            if not espeak_has_voice(self._binary, voice):
+                raise ValueError(f"espeak-ng has no voice {voice!r} (see `espeak-ng --voices`)")
+            self._voice = voice
         if speed is not None:
             self._speed = speed
-        if voice is not None:
-            self._voice = voice
 
     def command(self) -> list[str]:
         wpm = int(min(max(ESPEAK_DEFAULT_WPM * self._speed, 80), 500))

@@ -12,6 +12,8 @@ accepts the connection and never answers hold the conversation for 30 s before t
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx2 as httpx
 import openai as openai_sdk
 from livekit.plugins import openai
@@ -90,11 +92,34 @@ class _OwnsClient:
 
 
 class OpenAISTT(_OwnsClient, openai.STT):
-    """`livekit.plugins.openai.STT` on a client we built; `aclose()` also closes that client."""
+    """`livekit.plugins.openai.STT` on a client we built; `aclose()` also closes that client. `language` is the
+    language asked for (per call through `update_options(language=...)`)."""
+
+    def __init__(self, *, language: str = "en", **options: Any) -> None:
+        super().__init__(language=language, **options)
+        self._asked_language = language
+
+    @property
+    def language(self) -> str:
+        return self._asked_language
+
+    def update_options(self, **options: Any) -> None:
+        super().update_options(**options)
+        if isinstance(options.get("language"), str):
+            self._asked_language = options["language"]
 
 
 class OpenAITTS(_OwnsClient, openai.TTS):
-    """`livekit.plugins.openai.TTS` on a client we built; `aclose()` also closes that client."""
+    """`livekit.plugins.openai.TTS` on a client we built; `aclose()` also closes that client. `voice` and `speed`
+    read the plugin's options (the server decides which voices exist)."""
+
+    @property
+    def voice(self) -> str:
+        return str(self._opts.voice)
+
+    @property
+    def speed(self) -> float:
+        return float(self._opts.speed)
 
 
 def openai_stt(entry: str, settings: Settings) -> OpenAISTT:

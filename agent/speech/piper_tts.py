@@ -52,20 +52,28 @@ def _load_voice(model: Path, config: Path) -> _LoadedVoice:
     return _LoadedVoice(voice=PiperVoice.load(model, config_path=config), lock=threading.Lock())
 
 
+def _voice_for(model: Path, config: Path) -> _LoadedVoice:
+    """The loaded voice for these files (once per process)."""
+    return cached(("piper", str(model)), lambda: _load_voice(model, config))
+
+
+def _read_voice_config(config_path: Path) -> tuple[int, float]:
+    """(sample rate, base length scale) from a Piper voice's .onnx.json."""
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        return int(config["audio"]["sample_rate"]), float(config.get("inference", {}).get("length_scale", 1.0))
+    except (OSError, ValueError, KeyError) as exc:
+        problem = f"unreadable voice config {config_path}: {exc}"
+        raise ProviderUnavailable("piper", problem, "reinstall the voice") from exc
+
+
 class PiperTTS(tts.TTS):
     """Piper voice. `voice="en_US-joe-medium"` uses the bundled voice; otherwise a path to a `.onnx` voice."""
 
     def __init__(self, *, voice: str = BUNDLED_PIPER_VOICE, speed: float = 1.0) -> None:
         require_piper()
         model_path, config_path = piper_voice_paths(voice)  # ProviderUnavailable, with the fix, if missing
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            sample_rate = int(config["audio"]["sample_rate"])
-            self._base_length_scale = float(config.get("inference", {}).get("length_scale", 1.0))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ProviderUnavailable(
-                "piper", f"unreadable voice config {config_path}: {exc}", "reinstall the voice"
-            ) from exc
+        sample_rate, self._base_length_scale = _read_voice_config(config_path)
         super().__init__(capabilities=tts.TTSCapabilities(streaming=False), sample_rate=sample_rate, num_channels=1)
         self._voice_name = voice
         self._model_path = model_path
@@ -85,11 +93,24 @@ class PiperTTS(tts.TTS):
     def speed(self) -> float:
         return self._speed
 
-    def update_options(self, *, speed: float | None = None) -> None:
-        """Change the speaking rate (1.0 = the voice's own; 2.0 = twice as fast) for later requests."""
+    @property
+    def voice(self) -> str:
+        return self._voice_name
+
+    def update_options(self, *, speed: float | None = None, voice: str | None = None) -> None:
+        """Change the speaking rate (1.0 = the voice's own; 2.0 = twice as fast) and/or the voice (the bundled
+        name or a .onnx path, at this TTS's sample rate) for later requests. Raises (changing nothing) when the
+        voice cannot be used."""
+        if speed is not None and speed <= 0:
+            raise ValueError("speed must be positive")
+        if voice is not None and voice != self._voice_name:
+            model_path, config_path = piper_voice_paths(voice)
+            sample_rate, length_scale = _read_voice_config(config_path)
+            if sample_rate != self.sample_rate:
+                raise ValueError(f"voice {voice} speaks at {sample_rate} Hz, this Piper TTS at {self.sample_rate} Hz")
+            self._voice_name, self._model_path, self._config_path = voice, model_path, config_path
+            self._base_length_scale = length_scale
         if speed is not None:
-            if speed <= 0:
-                raise ValueError("speed must be positive")
             self._speed = speed
 
     @property
@@ -101,7 +122,7 @@ class PiperTTS(tts.TTS):
         return is_cached(self._key)
 
     def _voice_sync(self) -> _LoadedVoice:
-        return cached(self._key, lambda: _load_voice(self._model_path, self._config_path))
+        return _voice_for(self._model_path, self._config_path)
 
     async def load(self) -> None:
         """Load the voice (once per process) without blocking the event loop."""
@@ -126,6 +147,7 @@ class PiperChunkedStream(tts.ChunkedStream):
         super().__init__(tts=tts, input_text=input_text, conn_options=conn_options)
         self._piper = tts
         self._length_scale = tts._base_length_scale / tts.speed
+        self._voice_files = (tts._model_path, tts._config_path)  # a per-call voice change after this is not ours
         self.sentences_done = 0
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
@@ -138,7 +160,7 @@ class PiperChunkedStream(tts.ChunkedStream):
             mime_type="audio/pcm",
         )
         try:
-            loaded = await asyncio.to_thread(self._piper._voice_sync)
+            loaded = await asyncio.to_thread(_voice_for, *self._voice_files)
             syn_config = SynthesisConfig(length_scale=self._length_scale)
             chunks: Iterator[AudioChunk] = iter(loaded.voice.synthesize(self.input_text, syn_config))
 

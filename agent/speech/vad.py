@@ -13,18 +13,23 @@ from livekit.plugins import silero
 
 from agent.config import Settings
 
+# The one home of the VAD thresholds, for the worker's Silero VAD and the local loop's endpointing alike.
 # vad_aggressiveness 0..3 -> probability above which a 32 ms window counts as speech (silero's default is 0.5)
 ACTIVATION_THRESHOLDS = (0.3, 0.4, 0.5, 0.65)
+DEACTIVATION_GAP = 0.15
+"""Once speech started, a window stays speech down to this much below the activation threshold (hysteresis)."""
+DEACTIVATION_FLOOR = 0.05
 
 
 def activation_threshold(aggressiveness: int) -> float:
+    """`ValueError` outside 0..3: the request models validate the range, so this is a caller's bug."""
     if not 0 <= aggressiveness <= 3:
         raise ValueError("vad aggressiveness must be 0..3")
     return ACTIVATION_THRESHOLDS[aggressiveness]
 
 
 def deactivation_threshold(activation: float) -> float:
-    return max(activation - 0.15, 0.01)
+    return max(activation - DEACTIVATION_GAP, DEACTIVATION_FLOOR)
 
 
 def build_vad(settings: Settings, *, silence_ms: int | None = None, aggressiveness: int | None = None) -> silero.VAD:

@@ -44,6 +44,15 @@ def _load_model(model: str, compute_type: str, cpu_threads: int) -> WhisperModel
     return WhisperModel(source, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
 
 
+def _whisper_languages() -> frozenset[str] | None:
+    """The language codes faster-whisper accepts (None: this version does not say; the model judges)."""
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+    except ImportError:
+        return None
+    return frozenset(_LANGUAGE_CODES)
+
+
 class FasterWhisperSTT(stt.STT):
     """faster-whisper on the CPU. `model="tiny.en"` uses the bundled weights; other names/paths load normally."""
 
@@ -73,6 +82,25 @@ class FasterWhisperSTT(stt.STT):
     @property
     def provider(self) -> str:
         return "faster-whisper"
+
+    @property
+    def language(self) -> str:
+        return self._language
+
+    @property
+    def english_only(self) -> bool:
+        return self._model_name.endswith(".en")
+
+    def update_options(self, *, language: str | None = None) -> None:
+        """The language of later requests; `ValueError` when this model cannot transcribe it."""
+        if language is None:
+            return
+        if self.english_only and language != "en":
+            raise ValueError(f"the Whisper model {self._model_name} is English-only")
+        known = _whisper_languages()
+        if known is not None and language not in known:
+            raise ValueError(f"Whisper does not know the language code {language!r}")
+        self._language = language
 
     @property
     def _key(self) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from mcp_bridge.models import TransportUnavailable
 
 from .tokens import TokenSource
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
@@ -74,6 +74,11 @@ class RoomLink:
     @property
     def connected(self) -> bool:
         return self.room is not None
+
+    @property
+    def rejoining(self) -> bool:
+        """A re-join after a lost connection is scheduled or under way."""
+        return self._reconnect_task is not None and not self._reconnect_task.done()
 
     # --- connecting ---------------------------------------------------------------------------------------------
     async def ensure_connected(self, within: float) -> rtc.Room:

@@ -20,6 +20,7 @@ from livekit import rtc
 
 from agent.config import Settings
 from agent.converse_service import TURN_GRACE_SECONDS, speak_timeout
+from agent.participants import is_worker
 from agent.protocol import (
     ATTR_REQUEST_ID,
     RPC_CANCEL,
@@ -29,10 +30,8 @@ from agent.protocol import (
     ConverseCall,
     ConverseFailed,
     ConverseOk,
-    ListenParams,
     Progress,
     ProtocolError,
-    SpeakParams,
     StreamedBody,
     decode_response_body,
     decode_rpc_response,
@@ -48,6 +47,7 @@ from mcp_bridge.models import (
     Timings,
     TransportName,
     TransportUnavailable,
+    UnsupportedOption,
     VoiceError,
 )
 from mcp_bridge.transport import TransportHealth
@@ -59,12 +59,11 @@ from .workers import (
     Dispatcher,
     WorkerHandle,
     find_worker,
-    is_worker,
     users_present,
     worker_candidates,
 )
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 RESPONSE_STREAM_WAIT = 30.0
 BACKGROUND_WORKER_WAIT = 60.0
@@ -229,7 +228,6 @@ class LiveKitTransport:
     # --- converse -----------------------------------------------------------------------------------------------
     async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
         async with self._call_lock:
-            started = time.perf_counter()
             worker = self._worker
             room = self.link.room
             if worker is None or room is None or worker.identity not in room.remote_participants:
@@ -240,25 +238,12 @@ class LiveKitTransport:
                 self._forget_worker()
                 raise
             result = self._result(reply)
-            result.timings.total_ms = round((time.perf_counter() - started) * 1000, 1)
             await progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
             return result
 
     async def _call(self, worker: WorkerHandle, request: ConverseRequest, progress: ProgressCallback) -> ConverseOk:
         room = await self.link.ensure_connected(self.settings.livekit_timeout)
-        call = ConverseCall(
-            message=request.message,
-            wait_for_response=request.wait_for_response,
-            listen=ListenParams(
-                max_seconds=request.listen.max_seconds,
-                min_seconds=request.listen.min_seconds,
-                silence_ms=request.listen.silence_ms,
-                vad_aggressiveness=request.listen.vad_aggressiveness,
-                silence_detection=request.listen.silence_detection,
-                language=request.listen.language,
-            ),
-            speak=SpeakParams(voice=request.speak.voice, speed=request.speak.speed),
-        )
+        call = converse_call(request)
         payload, streamed_message = encode_call(call)
         ceiling = (
             speak_timeout(request.message, request.speak.speed or 1.0)
@@ -362,6 +347,7 @@ class LiveKitTransport:
             tts_provider=answer.tts_provider,
             interrupted=answer.interrupted,
             ended_by=answer.ended_by,
+            ignored_options=answer.ignored_options,
             earlier=[turn.text.strip() for turn in answer.earlier if turn.text.strip()],
         )
 
@@ -373,6 +359,13 @@ class LiveKitTransport:
             with contextlib.suppress(BaseException):
                 await self._warmup
         await self.link.aclose()
+
+
+def converse_call(request: ConverseRequest) -> ConverseCall:
+    """The wire call for a request: the per-call options are the same models on both sides (`agent.protocol`)."""
+    return ConverseCall(
+        message=request.message, wait_for_response=request.wait_for_response, listen=request.listen, speak=request.speak
+    )
 
 
 class _CallWatch:
@@ -425,15 +418,9 @@ class _CallWatch:
             self._stage = packet.stage
             stage = _STAGES.get(packet.stage)
             if stage is not None:
-                task = asyncio.get_running_loop().create_task(self._report(stage, packet.detail or stage.value))
+                task = asyncio.get_running_loop().create_task(self._progress(stage, packet.detail or stage.value))
                 self._progress_tasks.add(task)
                 task.add_done_callback(self._progress_tasks.discard)
-
-    async def _report(self, stage: Stage, detail: str) -> None:
-        try:
-            await self._progress(stage, detail)
-        except Exception as exc:  # a broken progress sink must not end the call
-            logger.debug("progress callback failed: %s", exc)
 
     def on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._worker:
@@ -451,6 +438,8 @@ class _CallWatch:
 def _failed(answer: ConverseFailed) -> VoiceError:
     if answer.code == "speech_failed":
         return ProviderError(answer.message, answer.hint)
+    if answer.code == "unsupported_option":
+        return UnsupportedOption(answer.message, answer.hint)
     return TransportUnavailable(f"LiveKit worker: {answer.message} [{answer.code}]", answer.hint)
 
 

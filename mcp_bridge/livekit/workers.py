@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from livekit import api, rtc
 
-from agent.protocol import ATTR_ROLE, RPC_PING, WORKER_IDENTITY_PREFIX, PingCall, PingReply
+from agent.participants import is_user, workers_in_serving_order
+from agent.protocol import RPC_PING, PingCall, PingReply
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 PING_TIMEOUT = 3.0
 LEFT_POLL = 0.05
@@ -26,24 +27,13 @@ class WorkerHandle:
     info: PingReply
 
 
-def is_worker(participant: rtc.RemoteParticipant) -> bool:
-    return (
-        participant.identity.startswith(WORKER_IDENTITY_PREFIX)
-        or participant.attributes.get(ATTR_ROLE) == "worker"
-        or participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    )
-
-
 def worker_candidates(room: rtc.Room) -> list[rtc.RemoteParticipant]:
-    """Participants that may be voice-mcp workers, in the order a contested room is kept by them."""
-    found = [p for p in room.remote_participants.values() if is_worker(p)]
-    return sorted(found, key=lambda p: p.identity)  # the worker that keeps a contested room (agent.worker)
+    """Participants that may be voice-mcp workers, the one that keeps a contested room first (`agent.participants`)."""
+    return workers_in_serving_order(room.remote_participants.values())
 
 
 def users_present(room: rtc.Room, bridge_identity: str) -> bool:
-    """Whether anybody the worker would listen to is in the room (the worker's own rule, `agent.linking`)."""
-    from agent.linking import is_user  # imports livekit-agents: only when a room is there to look at
-
+    """Whether anybody the worker would listen to is in the room (the worker's own rule, `agent.participants`)."""
     return any(is_user(p, bridge_identity) for p in room.remote_participants.values())
 
 
@@ -98,7 +88,7 @@ async def ping(room: rtc.Room, identity: str, within: float = PING_TIMEOUT) -> P
 
 
 async def find_worker(room: rtc.Room, within: float, skip: set[str]) -> WorkerHandle | None:
-    """The newest worker that answers a ping. Identities that stay silent are added to `skip`."""
+    """The first worker, in serving order, that answers a ping. Identities that stay silent are added to `skip`."""
     for participant in worker_candidates(room):
         if participant.identity in skip:
             continue

@@ -26,12 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.speech.vad import ACTIVATION_THRESHOLDS
-
-
-def activation_threshold(aggressiveness: int) -> float:
-    """vad_aggressiveness 0 (permissive) … 3 (strict) → speech probability threshold (the speech package's map)."""
-    return ACTIVATION_THRESHOLDS[max(0, min(3, aggressiveness))]
+from agent.speech.vad import activation_threshold, deactivation_threshold  # the one map, as for the worker's VAD
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class EndpointConfig:
             silence=silence,
             silence_detection=silence_detection,
             activation=activation,
-            deactivation=max(0.05, activation - 0.15),
+            deactivation=deactivation_threshold(activation),
             pause=MODEL_PAUSE if turn_model else max(0.2, min(0.5, silence / 3)),
             turn_model=turn_model,
             max_silence=max(silence, max_turn_silence_ms / 1000),

@@ -1,7 +1,9 @@
-"""Building a `LocalTransport` from the settings, with the shared speech providers.
+"""Building a `LocalTransport` from the settings.
 
-The MCP server normally builds the providers once (`agent.speech.build_stt/build_tts/build_vad`) and passes the
-same objects to the worker and to `LocalTransport`; this factory does that for callers that have nothing yet.
+`VoiceService` builds the speech providers once (`agent.speech.build_stt/build_tts/build_vad`) and passes them in;
+they are the same kind of objects the worker builds in its own process, not shared with it. Whatever is not
+passed is built here from the settings — and then belongs to the caller, who closes it (`LocalTransport.aclose()`
+does not close providers).
 """
 
 from __future__ import annotations

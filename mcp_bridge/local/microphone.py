@@ -136,13 +136,6 @@ class Microphone(DeviceStream):
             except TimeoutError:
                 continue
 
-    def drain(self) -> list[MicFrame]:
-        """Frames already delivered and not yet read."""
-        frames: list[MicFrame] = []
-        while not self._queue.empty():
-            frames.append(self._queue.get_nowait())
-        return frames
-
     async def aclose(self) -> None:
         await self._close_stream()
 

@@ -134,10 +134,6 @@ class Player(DeviceStream):
     def stopped(self) -> bool:
         return self._stopped
 
-    @property
-    def pending_seconds(self) -> float:
-        return self._queued / self.sample_rate if self.sample_rate else 0.0
-
     async def wait_done(self) -> None:
         """Until the current piece has played (or was stopped). Raises `AudioDeviceError` if the device stalls."""
         while True:

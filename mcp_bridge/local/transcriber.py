@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from livekit import rtc
+from livekit.agents import NOT_GIVEN
 from livekit.agents import stt as lk_stt
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def to_stt_frame(samples: np.ndarray, sample_rate: int) -> rtc.AudioFrame:
 
 
 class Transcriber:
-    def __init__(self, stt: lk_stt.STT, *, language: str = "en", provider_timeout: float = 10.0) -> None:
+    def __init__(self, stt: lk_stt.STT, *, language: str | None = None, provider_timeout: float = 10.0) -> None:
+        """`language`: None asks in the STT's own language (where per-call options set it)."""
         self.stt = stt
         self.language = language
         self.provider_timeout = provider_timeout
@@ -57,7 +59,7 @@ class Transcriber:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_for(audio_seconds)):
-                event = await self.stt.recognize([frame], language=self.language)
+                event = await self.stt.recognize([frame], language=self.language or NOT_GIVEN)
         except TimeoutError:
             raise SttFailure(f"speech recognition took longer than {self.timeout_for(audio_seconds):.0f} s") from None
         except asyncio.CancelledError:

@@ -30,8 +30,10 @@ from livekit.agents import stt as lk_stt
 from livekit.agents import tts as lk_tts
 from livekit.agents import vad as lk_vad
 
+from agent import cues
 from agent.config import Settings
 from agent.speech import provider_label
+from agent.speech.call_options import CallOptions, OptionRefused
 from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
 from agent.speech.turn_model import TurnModel, TurnModelUnavailable, find_model
 from mcp_bridge.cancel_safe import finish
@@ -41,16 +43,15 @@ from mcp_bridge.models import (
     ConverseResult,
     ProgressCallback,
     ProviderError,
-    SpeakOptions,
     Stage,
     Timings,
     TransportName,
+    UnsupportedOption,
     VoiceError,
 )
 from mcp_bridge.transport import TransportHealth
 
-from . import cues
-from .devices import describe_devices, resolve_device
+from .devices import resolve_device
 from .echo import EchoCanceller
 from .endpointing import EndpointConfig, SpeechStarted
 from .listener import Heard, Listener
@@ -88,8 +89,6 @@ class LocalTransport:
         self.vad = vad
         self.early_transcription = early_transcription
         self._lock = asyncio.Lock()  # one exchange at a time: there is one microphone and one speaker
-        self._tts_variants: dict[tuple[str | None, float | None], lk_tts.TTS] = {}
-        self._closing_variants: set[asyncio.Task[None]] = set()
         self._settling: asyncio.Task[None] | None = None
         """The last exchange's cue draining and device closing, after its converse returned."""
         self._turn_model: asyncio.Task[TurnModel | None] | None = None
@@ -162,13 +161,10 @@ class LocalTransport:
             self._settling = None
 
     async def aclose(self) -> None:
-        async with self._lock:  # the exchange in progress (if any) finished; streams are per exchange
+        """Waits for the exchange in progress and its settling; devices live per exchange, the shared providers
+        belong to the caller (the end-of-turn model is ours)."""
+        async with self._lock:
             await self.settle()
-            variants, self._tts_variants = list(self._tts_variants.values()), {}
-            for variant in variants:  # built here, so closed here; the shared providers belong to the caller
-                await variant.aclose()
-            if self._closing_variants:
-                await asyncio.wait(self._closing_variants)
             loading, self._turn_model = self._turn_model, None
             if loading is not None:
                 model = await loading
@@ -179,45 +175,23 @@ class LocalTransport:
         started = time.perf_counter()
         async with self._lock:
             await self.settle()
-            exchange = _Exchange(self, request, progress, started)
+            options = CallOptions(tts_=self.tts, stt_=self.stt)  # per-call voice/speed/language, as in the worker
+            try:
+                options.apply(request.speak, language=request.listen.language)
+            except OptionRefused as exc:
+                raise UnsupportedOption(exc.problem, exc.fix) from exc
+            exchange = _Exchange(self, request, progress, started, options)
             try:
                 return await exchange.run()
             finally:
                 self._settling = exchange.settling
+                options.restore()  # speaking and transcribing are over; settling only drains the cue
 
     # --- speaking -----------------------------------------------------------------------------------------------
 
     def sentences(self, text: str) -> list[str]:
         """What one TTS call each speaks: sentences, and pieces of any sentence too long for one synthesis."""
         return [s.strip() for s in speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False) if s.strip()]
-
-    def tts_for(self, speak: SpeakOptions) -> lk_tts.TTS:
-        """The shared TTS; for a call that asks for another voice or speed, the configured providers built with it
-        (the same builder, so the same failover order). A few variants are kept; the oldest is closed."""
-        if speak.voice is None and speak.speed is None:
-            return self.tts
-        key = (speak.voice, speak.speed)
-        variant = self._tts_variants.get(key)
-        if variant is None:
-            from agent.speech import ProviderUnavailable, build_tts
-
-            update: dict[str, object] = {}
-            if speak.voice is not None:
-                update |= {"tts_voice": speak.voice, "espeak_voice": speak.voice, "openai_tts_voice": speak.voice}
-            if speak.speed is not None:
-                update["tts_speed"] = speak.speed
-            try:
-                variant = build_tts(self.settings.model_copy(update=update))
-            except ProviderUnavailable as exc:
-                raise ProviderError(
-                    f"No TTS provider can speak with voice={speak.voice!r} speed={speak.speed!r}: {exc.problem}.",
-                    exc.fix,
-                ) from exc
-            if len(self._tts_variants) >= MAX_TTS_VARIANTS:
-                oldest = self._tts_variants.pop(next(iter(self._tts_variants)))
-                self._closing_variants.add(asyncio.get_running_loop().create_task(oldest.aclose()))
-            self._tts_variants[key] = variant
-        return variant
 
     async def synthesize(self, text: str, tts: lk_tts.TTS | None = None) -> AsyncIterator[rtc.AudioFrame]:
         """Audio of `text`, one sentence after the other, as soon as each is synthesised."""
@@ -236,19 +210,22 @@ class LocalTransport:
                 ) from exc
 
 
-MAX_TTS_VARIANTS = 4
-
-
 class _Exchange:
     """One converse call: owns the devices and tasks for its duration."""
 
     def __init__(
-        self, transport: LocalTransport, request: ConverseRequest, progress: ProgressCallback, started: float
+        self,
+        transport: LocalTransport,
+        request: ConverseRequest,
+        progress: ProgressCallback,
+        started: float,
+        options: CallOptions,
     ) -> None:
         self.t = transport
         self.settings = transport.settings
         self.request = request
-        self._progress = progress
+        self.progress = progress
+        self.options = options
         self.started = started
         self.interrupted = False
         self.player: Player | None = None
@@ -256,18 +233,12 @@ class _Exchange:
         self.speak_task: asyncio.Task[None] | None = None
         self.speak_started: float | None = None
         self.speak_ended: float | None = None
-        self.cues = request.listen.audio_cues and self.settings.audio_cues
-        self.tts = transport.tts_for(request.speak)
+        self.cues = request.listen.audio_cues
+        self.tts = transport.tts
         self.settling: asyncio.Task[None] | None = None
         """Cue draining and device closing, left running when the result is ready (the transport awaits it)."""
         self._audio: asyncio.Queue[rtc.AudioFrame | BaseException | None] = asyncio.Queue()
         self._synthesis: asyncio.Task[None] | None = None
-
-    async def progress(self, stage: Stage, message: str) -> None:
-        try:
-            await self._progress(stage, message)
-        except Exception as exc:  # a broken progress channel must not lose the user's reply
-            log.debug("progress callback failed: %s", exc)
 
     async def run(self) -> ConverseResult:
         listening = self.request.wait_for_response
@@ -301,6 +272,7 @@ class _Exchange:
                 if listener.model_error is not None:
                     self.t.turn_model_failed(listener.model_error)
                 result = self._result(heard)
+            await self.progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
             done = True
             return result
         finally:
@@ -325,12 +297,16 @@ class _Exchange:
     def _listener(self, turn_model: asyncio.Task[TurnModel | None] | None) -> Listener:
         assert self.mic is not None
         opts = self.request.listen
+        aggressiveness = opts.vad_aggressiveness
+        if aggressiveness is None:
+            aggressiveness = self.settings.vad_aggressiveness
         config = EndpointConfig.from_options(
             max_seconds=opts.max_seconds, min_seconds=opts.min_seconds, silence_ms=opts.silence_ms,
-            vad_aggressiveness=opts.vad_aggressiveness, silence_detection=opts.silence_detection,
+            vad_aggressiveness=aggressiveness, silence_detection=opts.silence_detection,
             turn_model=turn_model is not None, max_turn_silence_ms=self.settings.max_turn_silence_ms,
         )
-        transcriber = Transcriber(self.t.stt, language=opts.language, provider_timeout=self.settings.provider_timeout)
+        # the call's language is already set on the STT (CallOptions), so the transcriber asks with the STT's own
+        transcriber = Transcriber(self.t.stt, provider_timeout=self.settings.provider_timeout)
         return Listener(
             self.mic, self.t.vad, transcriber, config,
             recordings_dir=self.settings.data_dir / "recordings",
@@ -413,17 +389,18 @@ class _Exchange:
 
     def _result(self, heard: Heard | None) -> ConverseResult:
         assert self.player is not None
-        now = time.perf_counter()
         first_audio = self.player.first_audio_at if self.speak_started is not None else None
         timings = Timings(
             first_audio_ms=_ms(self.started, first_audio),
             speak_ms=_ms(first_audio or self.speak_started, self.speak_ended) if self.speak_started else None,
-            total_ms=_ms(self.started, now) or 0.0,
         )
         result = ConverseResult(
             text="", heard_speech=False, transport="local", timings=timings,
             tts_provider=provider_label(self.tts) if self.speak_started else None,
             interrupted=self.interrupted, ended_by="not_waiting",
+            ignored_options=self.options.ignored(
+                spoke=first_audio is not None, transcribed=heard is not None and heard.heard_speech
+            ),
         )
         if heard is None:
             return result
@@ -486,8 +463,3 @@ async def _bounded(closing: Awaitable[None], what: str) -> None:
         await closing
     except Exception as exc:  # a dying device must not keep the other one open
         log.warning("%s failed: %s", what, exc)
-
-
-def describe_local_devices() -> str:
-    """Both device lists, for diagnostics."""
-    return f"{describe_devices('input')} {describe_devices('output')}"

@@ -91,6 +91,41 @@ async def test_stats_command_prints_json_and_draws_chart(tmp_path: Path) -> None
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+async def test_a_call_the_client_cancels_is_logged_as_cancelled_not_internal(tmp_path: Path) -> None:
+    """`voice-mcp stats` counts errors by code: a client's cancellation is not a bug of ours."""
+    from mcp_bridge.models import ConverseRequest, ProgressCallback
+    from mcp_bridge.service import VoiceService
+    from mcp_bridge.transport import Transport
+    from tests.speech_fixtures import clean_settings
+
+    class WaitsForever:
+        name = "local"
+
+        def __init__(self) -> None:
+            self.started = asyncio.Event()
+
+        async def converse(self, request: ConverseRequest, progress: ProgressCallback) -> ConverseResult:
+            self.started.set()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    class OneTransport(VoiceService):
+        async def choose(self, requested: object) -> tuple[Transport, str]:
+            return waiting, "stand-in"  # type: ignore[return-value]
+
+    waiting = WaitsForever()
+    service = OneTransport(clean_settings(data_dir=tmp_path))
+    call = asyncio.create_task(service.converse(ConverseRequest(message="hi")))
+    await waiting.started.wait()
+    call.cancel()
+    try:
+        await call
+    except asyncio.CancelledError:
+        pass
+    [entry] = read_entries(service.exchange_log.path)
+    assert entry["ok"] is False and entry["error"]["code"] == "cancelled"
+
+
 async def test_stats_chart_without_matplotlib_is_one_line_with_the_install_command(tmp_path: Path) -> None:
     """Without the bench extra (matplotlib cannot be imported) the chart is refused in one line, no traceback."""
     log = ExchangeLog.in_dir(tmp_path / "data")

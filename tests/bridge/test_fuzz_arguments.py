@@ -11,6 +11,7 @@ failure is a typed `[code]` error; a request that reaches the transport is withi
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult
 
 from agent.config import Settings
@@ -91,7 +93,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InMemorySessio
 
 ARGUMENTS = (
     "message", "wait_for_response", "transport", "listen_duration_max", "listen_duration_min", "voice", "speed",
-    "language", "chimes", "vad_aggressiveness", "disable_silence_detection",
+    "language", "audio_cues", "vad_aggressiveness", "disable_silence_detection",
 )
 
 scalars = st.one_of(
@@ -119,7 +121,7 @@ valid = {
     "voice": st.none(),
     "speed": st.floats(0.26, 4.0),
     "language": st.sampled_from(["en", "de", None]),
-    "chimes": st.one_of(st.none(), st.booleans()),
+    "audio_cues": st.one_of(st.none(), st.booleans()),
     "vad_aggressiveness": st.integers(0, 3),
     "disable_silence_detection": st.booleans(),
 }
@@ -132,7 +134,7 @@ edgy = {
     "voice": st.text(max_size=30),
     "speed": st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.25, 4.0000001, 0])),
     "language": st.text(max_size=10),
-    "chimes": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
+    "audio_cues": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
     "vad_aggressiveness": st.one_of(st.integers(-(2**40), 2**40), st.floats(0, 3)),
     "disable_silence_detection": st.one_of(st.integers(-1, 2), st.text(max_size=3)),
 }
@@ -187,6 +189,23 @@ def test_any_tool_name_and_argument_shape_gets_a_typed_answer(
         return  # real provider health checks: covered by the doctor and status tests, and slow per example
     check(session.call(name, arguments))
     calls_made["in_memory"] += 1
+
+
+@pytest.mark.parametrize("value", [600.5, 1e9])
+def test_too_long_listening_is_refused(session: InMemorySession, value: float) -> None:
+    result = session.call("converse", {"message": "hi", "listen_duration_max": value})
+    assert result.is_error and result.content[0].text.startswith("[invalid_argument] listen_duration_max"), result
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_non_finite_listening_is_refused(session: InMemorySession, value: float) -> None:
+    """The MCP client sends a non-finite float as null, but a raw JSON client can send `Infinity`: the server's
+    own `call_tool` gets the float as such."""
+    work = asyncio.run_coroutine_threadsafe(
+        session.server.call_tool("converse", {"message": "hi", "listen_duration_max": value}), session.loop
+    )
+    with pytest.raises(ToolError, match=r"^\[invalid_argument\] listen_duration_max"):
+        work.result(timeout=CALL_BOUND)
 
 
 def test_the_fuzzed_server_still_serves_and_only_bounded_requests_reached_the_transport(

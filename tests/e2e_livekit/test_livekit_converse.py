@@ -11,8 +11,10 @@ import pytest
 from livekit import rtc
 
 from agent.config import Settings
+from agent.protocol import PingReply
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.livekit import LiveKitTransport
+from mcp_bridge.livekit.workers import WorkerHandle
 from mcp_bridge.models import ConverseRequest, ConverseTimeout, ListenOptions, Stage, TransportUnavailable
 
 from .conftest import synthesize, wait_until
@@ -34,6 +36,21 @@ class StageLog:
         self.stages.append(stage)
         if stage == Stage.LISTENING:
             self.listening.set()
+
+
+async def worker_state(
+    transport: LiveKitTransport, condition: Callable[[PingReply], bool], what: str, within: float = 60.0
+) -> WorkerHandle:
+    """Ping the worker until its state meets `condition` (bounded; the state lives in another process)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        worker = await transport.ensure_worker(30)
+        if condition(worker.info):
+            return worker
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}: {worker.info}")
+        await asyncio.sleep(0.2)
 
 
 async def transcribe(whisper: FasterWhisperSTT, samples: np.ndarray) -> str:
@@ -127,20 +144,11 @@ async def test_what_the_user_says_with_no_converse_waiting_is_returned_by_the_ne
 ) -> None:
     transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
     try:
-        worker = await transport.ensure_worker(120)  # dispatched and in the room, nobody calling converse
-        for _ in range(300):
-            if worker.info.user_identity == "alice":
-                break
-            await asyncio.sleep(0.2)
-            worker = await transport.ensure_worker(30)
-        assert worker.info.user_identity == "alice", "the worker listens to the user"
+        await transport.ensure_worker(120)  # dispatched and in the room, nobody calling converse
+        await worker_state(transport, lambda info: info.user_identity == "alice", "the worker to listen to the user")
 
         await lk_user.speak(await synthesize(piper, "Remember to update the changelog before the release."))
-        for _ in range(300):
-            worker = await transport.ensure_worker(30)
-            if worker.info.queued:
-                break
-            await asyncio.sleep(0.2)
+        worker = await worker_state(transport, lambda info: info.queued > 0, "the turn to be queued")
         assert worker.info.queued == 1
 
         result = await asyncio.wait_for(
@@ -171,22 +179,79 @@ async def test_a_cancelled_converse_frees_the_worker_and_keeps_what_the_user_say
         with pytest.raises(asyncio.CancelledError):
             await abandoned
 
-        for _ in range(100):  # the worker hears about it and stops listening
-            worker = await transport.ensure_worker(30)
-            if not worker.info.busy:
-                break
-            await asyncio.sleep(0.2)
-        assert not worker.info.busy
+        await worker_state(transport, lambda info: not info.busy, "the worker to hear of the cancel")
 
         await lk_user.speak(await synthesize(piper, "Please remember to water the plants tomorrow morning."))
-        for _ in range(300):
-            worker = await transport.ensure_worker(30)
-            if worker.info.queued:
-                break
-            await asyncio.sleep(0.2)
+        await worker_state(transport, lambda info: info.queued > 0, "the turn to be queued")
         result = await asyncio.wait_for(
             transport.converse(ConverseRequest(message="Sorry, where were we?"), StageLog()), 180
         )
     finally:
         await transport.aclose()
     assert {"water", "plants", "tomorrow"} <= words(result.text), result.text
+
+
+def cue_match(heard: np.ndarray, cue: rtc.AudioFrame) -> float:
+    """Best normalised cross-correlation (0…1) of the cue's waveform anywhere in `heard` (speech stays far below)."""
+    template = np.frombuffer(cue.data, dtype=np.int16).astype(np.float64)
+    if heard.size < template.size:
+        return 0.0
+    signal = heard.astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(signal.size + template.size)))
+    spectrum = np.fft.rfft(signal, n) * np.conj(np.fft.rfft(template, n))
+    corr = np.fft.irfft(spectrum, n)[: signal.size - template.size + 1]
+    energy = np.concatenate([[0.0], np.cumsum(signal**2)])
+    window_energy = energy[template.size :] - energy[: signal.size - template.size + 1]
+    norm = np.sqrt(np.maximum(window_energy, 1e-9) * (template**2).sum())
+    return float(np.max(np.abs(corr) / norm))
+
+
+async def test_per_call_options_reach_the_worker_cues_voice_and_language(
+    lk_worker: WorkerProcess,
+    lk_settings: Callable[..., Settings],
+    lk_user: TestUser,
+    piper: PiperTTS,
+) -> None:
+    """chimes are played into the room, a voice is applied or refused by the worker, a language the worker's STT
+    cannot transcribe is refused there — none of them is dropped on the way."""
+    import time
+
+    from agent.cues import listening_started, listening_stopped
+    from agent.speech.models import BUNDLED_PIPER_VOICE
+    from mcp_bridge.models import SpeakOptions, UnsupportedOption
+
+    transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
+    try:
+        stages = StageLog()
+        request = ConverseRequest(
+            message="Tell me after the chime.",
+            listen=ListenOptions(max_seconds=60, audio_cues=True),
+            speak=SpeakOptions(voice=BUNDLED_PIPER_VOICE, speed=1.2),
+        )
+        called_at = time.monotonic()
+        call = asyncio.create_task(transport.converse(request, stages))
+        await asyncio.wait_for(stages.listening.wait(), 180)
+        started_cue, stopped_cue = listening_started(USER_RATE), listening_stopped(USER_RATE)
+        await wait_until(lambda: cue_match(lk_user.heard.samples(called_at), started_cue) > 0.6, 20, "the start cue")
+        reply = await synthesize(piper, "Please deploy the release now.")
+        spoke_at = time.monotonic()  # the worker is silent while the user speaks: what it sends next is the cue
+        await lk_user.speak(reply)
+        result = await asyncio.wait_for(call, 120)
+        await wait_until(lambda: cue_match(lk_user.heard.samples(spoke_at), stopped_cue) > 0.6, 20, "the stop cue")
+        assert result.heard_speech and "deploy" in words(result.text), result.text
+        assert result.ignored_options == []
+
+        with pytest.raises(UnsupportedOption) as refused_language:
+            await transport.converse(
+                ConverseRequest(message="Sprechen Sie Deutsch?", listen=ListenOptions(language="de")), StageLog()
+            )
+        assert "language" in str(refused_language.value) and "English-only" in str(refused_language.value)
+
+        with pytest.raises(UnsupportedOption) as refused_voice:
+            await transport.converse(
+                ConverseRequest(message="Hello.", wait_for_response=False, speak=SpeakOptions(voice="zz-no-voice")),
+                StageLog(),
+            )
+        assert "zz-no-voice" in str(refused_voice.value)
+    finally:
+        await transport.aclose()

@@ -45,7 +45,7 @@ from livekit import api, rtc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NETNS_SUBNET = ipaddress.ip_network("10.213.7.0/24")  # the veth pair tests/netns/run creates
-RUN_HINT = "tests/netns/run .venv/bin/pytest tests/livekit"
+RUN_HINT = "tests/netns/run .venv/bin/pytest tests/lkserver"
 READY_PREFIX = "lkserver ready on "
 START_TIMEOUT = 30.0
 API_KEY, API_SECRET = "devkey", "secret-for-the-loopback-livekit-test-server"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.speech.vad import activation_threshold
 from mcp_bridge.local.endpointing import (
     EndpointConfig,
     Endpointer,
@@ -10,7 +11,6 @@ from mcp_bridge.local.endpointing import (
     Resumed,
     SpeechStarted,
     TurnEnded,
-    activation_threshold,
 )
 
 W = 0.032  # one Silero window

@@ -75,8 +75,7 @@ async def test_full_exchange_speaks_the_message_and_returns_the_spoken_reply(
     t = result.timings
     for name in ("first_audio_ms", "speak_ms", "listen_ms", "end_of_speech_to_result_ms", "stt_ms"):
         assert getattr(t, name) is not None and getattr(t, name) >= 0, name
-    assert t.total_ms >= (t.first_audio_ms or 0) + (t.speak_ms or 0)
-    assert progress.stages[:3] == [Stage.SPEAKING, Stage.LISTENING, Stage.TRANSCRIBING]
+    assert progress.stages == [Stage.SPEAKING, Stage.LISTENING, Stage.TRANSCRIBING, Stage.DONE]
 
     # what came out of the virtual speaker is the message (and the cues, which are not speech)
     heard_message = await transcribe(whisper, played)

@@ -12,7 +12,9 @@ from agent.protocol import (
     ConverseCall,
     ConverseFailed,
     ConverseOk,
+    ListenOptions,
     ProtocolError,
+    SpeakOptions,
     StreamedBody,
     StreamInbox,
     Utterance,
@@ -80,7 +82,9 @@ def test_version_mismatch_is_a_typed_error() -> None:
     assert caught.value.code == "unsupported_version"
 
 
-@pytest.mark.parametrize("payload", ["not json", '{"v": 1, "id": "x"}', '{"v": 1, "message": 3}'])
+@pytest.mark.parametrize(
+    "payload", ["not json", f'{{"v": {PROTOCOL_VERSION}, "id": "x"}}', f'{{"v": {PROTOCOL_VERSION}, "message": 3}}']
+)
 def test_bad_calls_are_rejected(payload: str) -> None:
     with pytest.raises(ProtocolError) as caught:
         decode_call(payload)
@@ -93,7 +97,8 @@ async def test_inbox_matches_bodies_in_either_order() -> None:
     assert await inbox.receive("early", within=1) == "body arrived first"
 
     waiter = asyncio.create_task(inbox.receive("late", within=5))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the receiver runs up to its wait
+    assert len(inbox) == 1, "the receiver is waiting before the body arrives"
     inbox.deliver("late", "body arrived second")
     assert await waiter == "body arrived second"
     assert len(inbox) == 0
@@ -112,3 +117,23 @@ async def test_inbox_is_bounded() -> None:
         inbox.deliver(str(i), "x")
     assert len(inbox) == 3
     assert await inbox.receive("9", within=0.1) == "x"
+
+
+def test_every_per_call_option_survives_the_wire() -> None:
+    """The bridge's request options are the wire's: what the bridge sets is what the worker reads."""
+    listen = ListenOptions(
+        max_seconds=7, min_seconds=1, silence_ms=600, vad_aggressiveness=3, silence_detection=False,
+        audio_cues=False, language="de",
+    )
+    speak = SpeakOptions(voice="en-gb", speed=1.5)
+    payload, _ = encode_call(ConverseCall(message="hi", listen=listen, speak=speak))
+    decoded = decode_call(payload)
+    assert decoded.listen == listen and decoded.speak == speak
+    assert set(ListenOptions.model_fields) == set(decoded.listen.model_dump())
+    assert set(SpeakOptions.model_fields) == set(decoded.speak.model_dump())
+
+
+def test_ignored_options_travel_back() -> None:
+    payload, _ = encode_response(ConverseOk(id="1", heard_speech=False, ignored_options=["voice"]))
+    decoded = decode_rpc_response(payload)
+    assert isinstance(decoded, ConverseOk) and decoded.ignored_options == ["voice"]

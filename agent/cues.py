@@ -1,5 +1,7 @@
 """Short chimes that tell the user when listening starts and stops, generated with numpy (no sound files).
 
+Shared by both paths: the local loop plays them on the speaker, the worker into the room.
+
 Start: two rising notes; stop: two falling notes. Soft (-18 dBFS) sine tones with smooth edges, so they do not
 click and the voice activity detector does not take them for speech.
 """
@@ -9,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from livekit import rtc
 
-_START_NOTES = (660.0, 880.0)
-_STOP_NOTES = (880.0, 587.33)
+START_NOTES = (660.0, 880.0)
+STOP_NOTES = (880.0, 587.33)
 _NOTE_SECONDS = 0.07
 _GAP_SECONDS = 0.02
 _LEVEL = 10 ** (-18 / 20)
@@ -40,8 +42,8 @@ def chime(notes: tuple[float, ...], rate: int) -> rtc.AudioFrame:
 
 
 def listening_started(rate: int) -> rtc.AudioFrame:
-    return chime(_START_NOTES, rate)
+    return chime(START_NOTES, rate)
 
 
 def listening_stopped(rate: int) -> rtc.AudioFrame:
-    return chime(_STOP_NOTES, rate)
+    return chime(STOP_NOTES, rate)
