@@ -108,6 +108,30 @@
     write(li, text, true);
   }
 
+  // --- history: the recent conversation, sent by the worker when this device joins -----------------------------
+  // A snapshot (JSON list of {role, text, identity, at}, oldest first; docs/livekit-protocol.md): it replaces every
+  // finished line shown, so a line that is in it and also came live shows once. A line still being spoken stays,
+  // after it. It may arrive more than once (a reconnect, the server reporting this device active).
+  async function onHistory(reader) {
+    const turns = JSON.parse(await reader.readAll());
+    if (!Array.isArray(turns)) throw new Error("the history is not a list");
+    for (const li of [...ui.transcript.children]) {
+      if (li.classList.contains("partial")) continue;
+      li.remove();
+    }
+    for (const [id, li] of segments) if (!li.isConnected) segments.delete(id);
+    const speaking = [...ui.transcript.children];
+    const me = room.localParticipant.identity;
+    for (const turn of turns) {
+      const assistant = turn.role === "assistant";
+      const who = assistant ? "Assistant" : turn.identity === me ? "You" : "You (other device)";
+      const li = line(null, who, `${assistant ? "assistant" : "user"} history`);
+      if (typeof turn.at === "number") li.dataset.at = new Date(turn.at * 1000).toISOString();
+      write(li, String(turn.text ?? ""), true);
+    }
+    ui.transcript.append(...speaking); // in-progress lines after the past
+  }
+
   // --- tokens ------------------------------------------------------------------------------------------------
   async function fetchToken(code) {
     const headers = { "Content-Type": "application/json" };
@@ -146,6 +170,9 @@
     r.on(LK.RoomEvent.Disconnected, () => { if (!leaving) scheduleReconnect(); });
     r.registerTextStreamHandler("lk.transcription", (reader, info) => {
       onTranscription(reader, info).catch((e) => console.warn("transcription stream failed", e));
+    });
+    r.registerTextStreamHandler("voice-mcp.history", (reader) => {
+      onHistory(reader).catch((e) => console.warn("history stream failed", e));
     });
     return r;
   }

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import jiwer
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from livekit import api, rtc
 from mcp import Client, StdioServerParameters
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, Playwright, TimeoutError, async_playwright
 
 from agent.speech import PiperTTS
 from tests.web.service import WebService, run_cli, service_env, start_web, stop
@@ -89,15 +90,33 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def browser(tmp_path: Path, piper: PiperTTS, chromium: str) -> Browser:
-    wav = tmp_path / "phrase.wav"
-    write_wav(wav, await synthesize(piper, PHRASE))
-    async with async_playwright() as playwright:
-        instance = await playwright.chromium.launch(executable_path=chromium, args=chromium_args(wav))
-        try:
-            yield instance
-        finally:
-            await instance.close()
+async def playwright() -> AsyncIterator[Playwright]:
+    async with async_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture
+async def launch(
+    playwright: Playwright, piper: PiperTTS, chromium: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Browser]]]:
+    """A Chromium whose fake microphone says `phrase` (a browser cannot change its fake microphone file, so each
+    device that must say something else is its own browser)."""
+    launched: list[Browser] = []
+
+    async def start(phrase: str, tail: float = 6.0) -> Browser:
+        wav = tmp_path / f"phrase-{len(launched)}.wav"
+        write_wav(wav, await synthesize(piper, phrase), tail=tail)
+        launched.append(await playwright.chromium.launch(executable_path=chromium, args=chromium_args(wav)))
+        return launched[-1]
+
+    yield start
+    for instance in launched:
+        await instance.close()
+
+
+@pytest.fixture
+async def browser(launch: Callable[..., Awaitable[Browser]]) -> Browser:
+    return await launch(PHRASE)
 
 
 async def worker_in_room(server: ServerProcess, room: str) -> None:
@@ -117,6 +136,27 @@ async def worker_in_room(server: ServerProcess, room: str) -> None:
         raise AssertionError(f"the worker never joined room {room}")
     finally:
         await lkapi.aclose()
+
+
+async def open_link(browser: Browser, url: str, console: list[str]) -> Page:
+    """A new device (its own cookies, so its own device identity) opens a join link and is in the room."""
+    context = await browser.new_context(viewport={"width": 390, "height": 780})  # a phone-sized screen
+    page = await context.new_page()
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    await page.goto(url)
+    await page.wait_for_selector("#talk", state="visible", timeout=120_000)
+    return page
+
+
+async def wait_for_line(page: Page, classes: str, who: str, including: str = "", within_ms: float = 300_000) -> None:
+    """Until the transcript has a line with these classes (".user.history"), label and (lower-case) words."""
+    await page.wait_for_function(
+        """([classes, who, including]) => [...document.querySelectorAll(`#transcript li${classes}`)].some((li) =>
+             li.querySelector('.who').textContent === who && li.lastChild.textContent.length > 10 &&
+             li.lastChild.textContent.toLowerCase().includes(including))""",
+        arg=[classes, who, including],
+        timeout=within_ms,
+    )
 
 
 async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
@@ -198,6 +238,96 @@ async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
         if page is not None:  # what the page showed when it failed, for the CI artifact
             await screenshot(page, "page-failed.png")
             (ARTIFACTS / "page-failed-console.txt").write_text("\n".join(console))
+        raise
+    finally:
+        await stop(process)
+
+
+SECOND_PHRASE = "Deploy the release to staging tomorrow morning."
+FIRST_MESSAGE = "The refactoring is done. What should I do next?"
+SECOND_MESSAGE = "Which environment should I deploy to?"
+QUEUED = "user turn queued (no converse call waiting)"  # the worker's log line
+
+
+async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answers(
+    lk_server: ServerProcess,
+    lk_worker: WorkerProcess,
+    lk_room: str,
+    launch: Callable[..., Awaitable[Browser]],
+    tmp_path: Path,
+) -> None:
+    env = service_env(tmp_path, lk_server.url, lk_server.api_key, lk_server.api_secret, lk_room)
+    env["VOICE_MCP_LIVEKIT_TIMEOUT"] = "60"
+    process, service = await start_web(env, tmp_path)
+    pages: dict[str, Page] = {}
+    console: list[str] = []
+    first_only = words(PHRASE) - words(SECOND_PHRASE)  # words only the first device says
+    try:
+        await worker_in_room(lk_server, lk_room)
+        # the phone says its phrase, then 30 s of silence before the file loops: time to mute it after one turn
+        phone_browser = await launch(PHRASE, tail=30.0)
+        code, out, err = await run_cli(service, "link", "--json")
+        assert code == 0, err
+        pages["phone"] = phone = await open_link(phone_browser, json.loads(out)["url"], console)
+        await wait_for_line(phone, ".user", "You")
+        # its turn was heard (and queued for the next converse); the phone goes quiet so only the desktop speaks next
+        await phone.click("#mute")
+        assert await phone.get_attribute("#mute", "aria-pressed") == "true"
+
+        async with Client(bridge(service), read_timeout_seconds=300) as client:
+            result = await client.call_tool(
+                "converse", {"message": FIRST_MESSAGE, "transport": "livekit", "listen_duration_max": 60}
+            )
+            assert not result.is_error, result.content
+            content = result.structured_content or {}
+            assert content["transport"] == "livekit" and content["heard_speech"] is True, content
+            heard = words(" ".join([*content.get("earlier", []), content["text"]]))
+            assert len(heard & words(PHRASE)) >= 3, content
+            await wait_for_line(phone, ".assistant", "Assistant", "refactoring", 120_000)
+
+            queued_before = lk_worker.output().count(QUEUED)
+            # the desktop joins mid-conversation with its own link: its page shows what was said before it came
+            desktop_browser = await launch(SECOND_PHRASE)
+            code, out, err = await run_cli(service, "link", "--json")
+            assert code == 0, err
+            pages["desktop"] = desktop = await open_link(desktop_browser, json.loads(out)["url"], console)
+            await wait_for_line(desktop, ".assistant.history", "Assistant", "refactoring", 120_000)
+            await wait_for_line(desktop, ".user.history", "You (other device)", "", 60_000)
+            past = await desktop.eval_on_selector_all("#transcript li.history", "lis => lis.map(li => li.innerText)")
+            phone_turns = [text for text in past if text.startswith("You (other device)")]
+            assert any(len(words(text) & words(PHRASE)) >= 3 for text in phone_turns), past
+            shown = await transcript(desktop)
+            assert shown.count("refactoring") == 1, shown  # one line per turn, however often the history came
+
+            # the desktop speaks (its own line, labelled as this device's), and the next converse returns it; then
+            # it goes quiet too, so the assistant's next message is not cut short by the looping fake microphone
+            await wait_for_line(desktop, ".user", "You")
+            await desktop.click("#mute")
+            # its turn is complete (queued) before the call: the message is then spoken whole, not cut by the turn
+            await wait_until(
+                lambda: lk_worker.output().count(QUEUED) > queued_before, 120, "the desktop's turn to be queued"
+            )
+            result = await client.call_tool(
+                "converse", {"message": SECOND_MESSAGE, "transport": "livekit", "listen_duration_max": 60}
+            )
+            assert not result.is_error, result.content
+            content = result.structured_content or {}
+            assert content["transport"] == "livekit" and content["heard_speech"] is True, content
+            heard = words(" ".join([*content.get("earlier", []), content["text"]]))
+            assert len(heard & words(SECOND_PHRASE)) >= 3, content
+            assert not heard & first_only, content  # the muted phone was not heard again
+            try:
+                await wait_for_line(desktop, ".assistant", "Assistant", "environment", 120_000)
+            except TimeoutError as exc:
+                raise AssertionError(f"the assistant's message never showed on the desktop; {content}") from exc
+
+        shot = await screenshot(desktop, "second-device.png")
+        assert shot.stat().st_size > 10_000
+    except BaseException:
+        for name, page in pages.items():  # what each page showed when it failed, for the CI artifact
+            await screenshot(page, f"{name}-failed.png")
+        (ARTIFACTS / "second-device-failed-console.txt").write_text("\n".join(console))
+        (ARTIFACTS / "second-device-failed-worker.log").write_text(lk_worker.output())
         raise
     finally:
         await stop(process)
