@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from livekit import rtc
 
-from agent.protocol import ATTR_REQUEST_ID, TOPIC_PROGRESS, TOPIC_RESPONSE, Progress, StreamInbox
+from agent.protocol import ATTR_REQUEST_ID, PROTOCOL_VERSION, TOPIC_PROGRESS, TOPIC_RESPONSE, Progress, StreamInbox
 from mcp_bridge.models import TransportUnavailable
 
 from .tokens import TokenSource
@@ -162,6 +162,9 @@ class RoomLink:
                 progress = Progress.model_validate_json(packet.data)
             except ValueError:
                 logger.debug("unreadable progress packet ignored")
+                return
+            if progress.v != PROTOCOL_VERSION:  # another version's packet is no sign of life of our call
+                logger.debug("progress packet of protocol v%d ignored", progress.v)
                 return
             for listener in list(self._progress_listeners):
                 listener(progress)
