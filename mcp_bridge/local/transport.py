@@ -275,9 +275,7 @@ class _Exchange:
             await self.progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
             done = True
             return result
-        finally:
-            if self._synthesis is not None:
-                await _stop_task(self._synthesis)
+        finally:  # no other await here: a cancelled call is cancelled again at each one, and must reach _cleanup
             if done:  # the user has their answer: the cue drains and the devices close after we return
                 self.settling = asyncio.create_task(self._cleanup(listen_task), name="voice-mcp-settle")
             else:
@@ -424,6 +422,8 @@ class _Exchange:
         await finish(self._release(listen_task))
 
     async def _release(self, listen_task: asyncio.Task[Heard] | None) -> None:
+        if self._synthesis is not None:
+            await _stop_task(self._synthesis)
         if self.speak_task is not None:
             await _stop_task(self.speak_task)
         if listen_task is not None:
