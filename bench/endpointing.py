@@ -33,6 +33,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 
+from agent.config import Settings
 from agent.speech.turn_model import TurnModel
 from mcp_bridge.local.endpointing import EndpointConfig
 from mcp_bridge.local.listener import Listener
@@ -42,6 +43,9 @@ from mcp_bridge.models import ListenOptions
 
 from .harness import Measurement
 from .speech import RATE, Reply, Speech, normalise, voiced_bounds, wer
+
+DEFAULT_VAD_AGGRESSIVENESS: int = Settings.model_fields["vad_aggressiveness"].default
+"""What a call that leaves `vad_aggressiveness` unset gets (the setting's default)."""
 
 LEAD_SILENCE = 0.5
 TRAIL_SILENCE = 4.0
@@ -167,7 +171,7 @@ async def ours(
         max_seconds=opts.max_seconds,
         min_seconds=opts.min_seconds,
         silence_ms=opts.silence_ms,
-        vad_aggressiveness=opts.vad_aggressiveness,
+        vad_aggressiveness=DEFAULT_VAD_AGGRESSIVENESS if opts.vad_aggressiveness is None else opts.vad_aggressiveness,
         silence_detection=opts.silence_detection,
         turn_model=model is not None,
         max_turn_silence_ms=MAX_TURN_SILENCE_MS,
