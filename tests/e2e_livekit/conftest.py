@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from livekit import rtc
+from livekit import api, rtc
 
 from agent.config import Settings
 from agent.speech import PiperTTS
@@ -85,8 +85,19 @@ def start_lk_worker(lk_server: ServerProcess, lk_logs: Path) -> Iterator[Callabl
 
 
 @pytest.fixture
-def lk_room() -> str:
-    return f"e2e-{uuid.uuid4().hex[:8]}"
+async def lk_room(lk_server: ServerProcess) -> AsyncIterator[str]:
+    """A fresh room for one test, deleted afterwards: the shared worker keeps a job (a process running VAD) in
+    every room it was dispatched to, and the rooms of earlier tests would otherwise load the 2-core machine more
+    with every test that follows."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    yield name
+    lkapi = api.LiveKitAPI(lk_server.url, lk_server.api_key, lk_server.api_secret)
+    try:
+        await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=name)), 30)
+    except Exception:  # never created, or already closed by the test itself
+        pass
+    finally:
+        await lkapi.aclose()
 
 
 @pytest.fixture
