@@ -60,9 +60,11 @@ def lk_server(_require_netns: None, lk_logs: Path) -> Iterator[ServerProcess]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lk_worker(lk_server: ServerProcess, lk_logs: Path) -> Iterator[WorkerProcess]:
-    """The shared worker (agent name `voice-mcp`). Tests that kill a worker start their own under another name."""
+    """The worker of one test module (agent name `voice-mcp`). Tests that kill a worker start their own under another
+    name. One per module, not per session: a module's faults (a network cut inside the namespace, a restarted
+    server) must not leave the next module a worker in a state no user would meet, and jobs do not pile up."""
     worker = start_worker(lk_server, lk_logs)
     yield worker
     worker.stop()
