@@ -124,7 +124,7 @@ async def test_a_second_device_gets_the_history_and_answers_the_next_converse(
         # the next question is answered from the desktop: that reply is the result
         answer = await synthesize(piper, "Run the integration tests on the desktop first.")
         text, earlier = await converse(transport, "Which tests should I run first?", lambda: desktop.speak(answer))
-        assert {"integration", "tests", "desktop"} <= words(text), text
+        assert {"integration", "desktop"} <= words(text) and words(text) & {"test", "tests"}, text
         assert earlier == []
 
         worker = await transport.ensure_worker(30)
