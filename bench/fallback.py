@@ -35,8 +35,9 @@ AGENT = "voice-mcp-bench-fallback"
 WAIT = 180.0
 
 
-async def _linked(transport: LiveKitTransport, user: str) -> str:
-    deadline = time.monotonic() + WAIT
+async def linked_worker(transport: LiveKitTransport, user: str, within: float = WAIT) -> str:
+    """The identity of the worker once it listens to `user` (the fallback and load parts both wait for this)."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
             worker = await transport.ensure_worker(30.0)
@@ -45,7 +46,7 @@ async def _linked(transport: LiveKitTransport, user: str) -> str:
         if worker.info.user_identity == user:
             return worker.identity
         await asyncio.sleep(0.2)
-    raise RuntimeError("the worker never listened to the user")
+    raise RuntimeError(f"no worker listened to {user} in room {transport.settings.room}")
 
 
 async def run_fallback(*, iterations: int, out: Path) -> list[Measurement]:
@@ -73,7 +74,7 @@ async def run_fallback(*, iterations: int, out: Path) -> list[Measurement]:
             try:
                 for i in range(iterations * 2):
                     worker = await asyncio.to_thread(start_worker, server, logs, env)
-                    identity = await _linked(transport, "fallback-user")
+                    identity = await linked_worker(transport, "fallback-user")
                     left = asyncio.Event()
                     left_at: list[float] = []
 

@@ -35,6 +35,7 @@ from mcp_bridge.models import ConverseRequest, ListenOptions, Stage, VoiceError
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, start_server, start_worker
 
+from .fallback import linked_worker
 from .harness import Measurement
 from .settings import bench_settings
 
@@ -50,19 +51,6 @@ class RoomTally:
     totals: list[float] = field(default_factory=list)
     overheads: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-async def _wait_for_user(transport: LiveKitTransport, user: str) -> None:
-    deadline = time.monotonic() + WORKER_WAIT
-    while time.monotonic() < deadline:
-        try:
-            worker = await transport.ensure_worker(30.0)
-        except VoiceError:
-            continue
-        if worker.info.user_identity == user:
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"no worker listened to {user} in room {transport.settings.room}")
 
 
 class ChatUser:
@@ -104,7 +92,7 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
     user: ChatUser | None = None
     try:
         user = await ChatUser.join(server, room, identity)
-        await _wait_for_user(transport, identity)
+        await linked_worker(transport, identity, WORKER_WAIT)
         for n in range(calls):
             utterance = f"room {index} utterance {n} {uuid.uuid4().hex[:8]}"
 
