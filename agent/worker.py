@@ -45,6 +45,7 @@ from .protocol import (
     encode_response,
 )
 from .room_session import PAUSE_MS, build_room_session
+from .speaker_track import SpeakerTrack
 from .speech import build_stt, build_tts, build_vad, provider_label
 from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
@@ -157,6 +158,9 @@ async def entrypoint(ctx: JobContext) -> None:
         record=False,
     )
     UserLinker(room, session, bridge_identity=settings.bridge_identity).start()
+    speaker = SpeakerTrack(session, room, session.room_io.audio_output)  # no track (no encoding) while quiet
+    speaker.start()
+    ctx.add_shutdown_callback(speaker.aclose)
     _register_rpc(room, service, inbox)
     register_page_controls(room, session)
     if await _another_worker_serves(room):

@@ -13,6 +13,7 @@ import pytest
 from livekit import rtc
 
 from agent.config import Settings
+from agent.protocol import WORKER_IDENTITY_PREFIX
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.models import ConverseRequest, ListenOptions, Stage
@@ -39,6 +40,19 @@ class Stages:
 
 def loud_since(user: TestUser, since: float, level: int = 1000) -> bool:
     return any(t >= since and c.size and int(np.abs(c.astype(np.int32)).max()) > level for t, c in user.heard.chunks)
+
+
+def agent_track_published(user: TestUser) -> bool:
+    return any(
+        participant.identity.startswith(WORKER_IDENTITY_PREFIX) and participant.track_publications
+        for participant in user.room.remote_participants.values()
+    )
+
+
+def quiet_after_speech(user: TestUser, since: float, quiet: float) -> bool:
+    """Loud audio has been received since `since`, and nothing loud for the last `quiet` seconds of it."""
+    loud = [t for t, c in user.heard.chunks if t >= since and c.size and int(np.abs(c.astype(np.int32)).max()) > 500]
+    return bool(loud) and user.heard.chunks[-1][0] - loud[-1] >= quiet
 
 
 def envelope(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -96,14 +110,17 @@ async def test_the_first_word_after_a_long_quiet_spell_reaches_the_user(
     transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
     try:
         await transport.converse(ConverseRequest(message="Ready.", wait_for_response=False), Stages())
+        assert agent_track_published(lk_user)
         quiet_from = time.monotonic()
-        await asyncio.sleep(12.0)  # the worker's track carries no speech for a while
+        # a quiet agent unpublishes its track (no encoding of silence in an idle room) ...
+        await wait_until(lambda: not agent_track_published(lk_user), 60, "the quiet agent's track to go")
         assert not loud_since(lk_user, quiet_from + 2.0)
         called = time.monotonic()
+        # ... and publishes it again in time for the first word of the next message
         result = await transport.converse(
             ConverseRequest(message="Bananas are yellow and ripe today.", wait_for_response=False), Stages()
         )
-        await asyncio.sleep(1.0)
+        await wait_until(lambda: quiet_after_speech(lk_user, called, 0.5), 30, "the message to be heard to its end")
     finally:
         await transport.aclose()
 
