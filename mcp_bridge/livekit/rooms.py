@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from agent.config import Settings
 from agent.protocol import ATTR_ROLE, WORKER_IDENTITY_PREFIX
-from mcp_bridge.models import VoiceError
+from mcp_bridge.converse_types import VoiceError
 
 from .transport import LiveKitTransport
 from .workers import PING_TIMEOUT, ping, worker_candidates

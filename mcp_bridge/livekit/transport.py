@@ -37,7 +37,7 @@ from agent.protocol import (
     decode_rpc_response,
     encode_call,
 )
-from mcp_bridge.models import (
+from mcp_bridge.converse_types import (
     ConverseRequest,
     ConverseResult,
     ConverseTimeout,
@@ -50,7 +50,7 @@ from mcp_bridge.models import (
     UnsupportedOption,
     VoiceError,
 )
-from mcp_bridge.transport import TransportHealth
+from mcp_bridge.transport_interface import TransportHealth
 
 from .link import RoomLink
 from .tokens import TokenSource

@@ -15,8 +15,8 @@ from livekit import rtc
 from livekit.agents import vad as lk_vad
 
 from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ConverseResult, ListenOptions, ProviderError, SpeakOptions, Stage
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import ConverseRequest, ConverseResult, ListenOptions, ProviderError, SpeakOptions, Stage
 from tests.audio.pulse import VirtualAudio
 
 from .conftest import Progress, SpeakPcm, make_settings, voiced_seconds, wer
