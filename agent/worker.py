@@ -40,12 +40,12 @@ from .protocol import (
     ConverseOk,
     Progress,
     ProtocolError,
-    StreamInbox,
     decode_call,
     encode_response,
 )
 from .room_session import PAUSE_MS, build_room_session
 from .speech import build_stt, build_tts, build_vad, provider_label
+from .stream_inbox import StreamInbox
 from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 from .warmup import available_memory_mb, idle_processes, lower_priority_while_idle, restore_priority, warm_process

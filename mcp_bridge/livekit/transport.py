@@ -19,13 +19,13 @@ from typing import Any
 from livekit import rtc
 
 from agent.config import Settings
-from agent.converse_service import TURN_GRACE_SECONDS, speak_timeout
 from agent.participants import is_worker
 from agent.protocol import (
     ATTR_REQUEST_ID,
     RPC_CANCEL,
     RPC_CONVERSE,
     TOPIC_MESSAGE,
+    TURN_GRACE_SECONDS,
     CancelCall,
     ConverseCall,
     ConverseFailed,
@@ -36,6 +36,7 @@ from agent.protocol import (
     decode_response_body,
     decode_rpc_response,
     encode_call,
+    speak_timeout,
 )
 from mcp_bridge.converse_types import (
     ConverseRequest,

@@ -38,12 +38,12 @@ from agent.protocol import (
     Progress,
     ProtocolError,
     StreamedBody,
-    StreamInbox,
     Utterance,
     decode_call,
     decode_response_body,
     decode_rpc_response,
 )
+from agent.stream_inbox import StreamInbox
 from mcp_bridge.livekit.link import RoomLink
 from mcp_bridge.livekit.tokens import TokenSource
 
