@@ -27,7 +27,7 @@ from .device_tokens import device_identity, mint_device_token
 from .ratelimit import FailureLimiter
 from .store import AccessStore, new_device_id, valid_device_id
 
-logger = logging.getLogger("voice-mcp.web")
+logger = logging.getLogger(__name__)
 
 PAGE_DIR = Path(__file__).resolve().parents[1] / "web"
 LIVEKIT_CLIENT = PAGE_DIR / "node_modules" / "livekit-client" / "dist" / "livekit-client.umd.js"

@@ -33,7 +33,7 @@ from mcp_bridge.converse_types import VoiceError
 from .transport import LiveKitTransport
 from .workers import PING_TIMEOUT, ping, worker_candidates
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 API_TIMEOUT = 10.0
 RECENT_DELETIONS = 50
