@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, JobContext, JobProcess, JobRequest
+from livekit.agents import NOT_GIVEN, AgentServer, JobContext, JobProcess, JobRequest
 from livekit.agents import stt as lk_stt
 from livekit.agents import tts as lk_tts
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
+from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import openai  # plugins register on import, which livekit allows on the main thread only
 
 from .config import Settings, load_settings
@@ -37,7 +39,7 @@ from .speech import build_stt, build_tts, build_vad, provider_label
 from .stream_inbox import StreamInbox
 from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
-from .warmup import lower_priority_while_idle, restore_priority, warm_process
+from .warmup import available_memory_mb, idle_processes, lower_priority_while_idle, restore_priority, warm_process
 
 logger = logging.getLogger(__name__)
 
@@ -211,3 +213,39 @@ def _label(label: Any, component: Any) -> str | None:
         return str(label(component))
     except Exception:
         return None
+
+
+# --- the server ----------------------------------------------------------------------------------------------------
+
+
+MAX_JOBS = 32
+"""livekit marks the worker full at 70 % of this (22 rooms): about what two cores carry (docs/performance.md)."""
+
+
+def job_load(server: AgentServer) -> float:
+    """Load by rooms served, not CPU: speech models keep two cores busy, and shedding the one room we serve
+    because of that would leave the user with nobody to talk to."""
+    return min(len(server.active_jobs) / MAX_JOBS, 1.0)
+
+
+def build_server(settings: Settings) -> AgentServer:
+    # livekit's own on-device models (its VAD and turn-detector v1-mini, ~250 MB) go unused here: our turn model
+    # is agent.speech.turn_model and our VAD silero's plugin; do not preload them into every worker
+    os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
+    # livekit's event-loop watchdog wakes every job process 40-100 times a second; set the variable to a
+    # threshold in ms (livekit's default is 100) to diagnose a stalling loop
+    os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "0")
+    server = AgentServer(
+        load_fnc=job_load,
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret,
+        setup_fnc=prewarm,
+        num_idle_processes=ServerEnvOption(  # one persistent room: one job; none where memory or cores are short
+            dev_default=0, prod_default=idle_processes(os.cpu_count() or 1, available_memory_mb())
+        ),
+        initialize_process_timeout=180.0,  # loading the speech models on two busy cores takes a while
+        port=ServerEnvOption(dev_default=0, prod_default=settings.worker_port),
+    )
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=accept)
+    return server
