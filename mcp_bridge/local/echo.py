@@ -49,9 +49,10 @@ LOUD_RENDER = 300.0
 """int16 RMS of a speaker bin that counts as the assistant speaking."""
 QUIET_CAPTURE = 150.0
 """int16 RMS (about -47 dBFS) below which the raw microphone counts as hearing nothing of the assistant."""
-ECHO_TAIL = 0.3
-"""Seconds after the last loud speaker audio left the speaker during which its echo (room reverberation included)
-can still reach the microphone; after that there is nothing to cancel."""
+ECHO_TAIL = MAX_LAG
+"""Seconds after the last loud speaker audio left the speaker (by PortAudio's clock) during which its echo can still
+reach the microphone: the largest delay looked for, which also covers room reverberation and a stream clock that
+is off by a little; after that there is nothing to cancel."""
 
 
 class EchoPath:
