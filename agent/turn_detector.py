@@ -28,7 +28,7 @@ from livekit.agents.voice.turn import TurnDetectionEvent
 
 from .speech.audio import resample_int16
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 TurnDecider = Callable[[np.ndarray], float]
 """16 kHz mono float32 audio ending now → probability (0..1) that the user has finished the turn."""

@@ -24,7 +24,7 @@ from livekit.agents.voice.turn import EndpointingOptions, TurnHandlingOptions
 from .config import Settings
 from .turn_detector import AudioTurnDetector, TurnDecider
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 PAUSE_MS = 250
 """VAD silence that closes a speech segment in the worker, and after which the end-of-turn model is asked (as in

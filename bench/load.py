@@ -30,8 +30,8 @@ from pathlib import Path
 
 from livekit import rtc
 
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions, Stage, VoiceError
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions, Stage, VoiceError
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, start_server, start_worker
 

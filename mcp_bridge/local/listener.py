@@ -35,7 +35,7 @@ from livekit.agents import vad as lk_vad
 from agent.speech.audio import resample_int16
 from agent.speech.turn_model import SAMPLE_RATE as MODEL_RATE
 from agent.speech.turn_model import TurnModel
-from mcp_bridge.models import ProviderError, TranscriptionFailed, VoiceError
+from mcp_bridge.converse_types import ProviderError, TranscriptionFailed, VoiceError
 
 from .endpointing import EndpointConfig, Endpointer, Event, Pause, Resumed, SpeechStarted, TurnEnded
 from .microphone import Microphone

@@ -37,7 +37,7 @@ from agent.speech.call_options import CallOptions, OptionRefused
 from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
 from agent.speech.turn_model import TurnModel, TurnModelUnavailable, find_model
 from mcp_bridge.cancel_safe import finish
-from mcp_bridge.models import (
+from mcp_bridge.converse_types import (
     AudioDeviceError,
     ConverseRequest,
     ConverseResult,
@@ -49,7 +49,7 @@ from mcp_bridge.models import (
     UnsupportedOption,
     VoiceError,
 )
-from mcp_bridge.transport import TransportHealth
+from mcp_bridge.transport_interface import TransportHealth
 
 from .devices import resolve_device
 from .echo import EchoCanceller

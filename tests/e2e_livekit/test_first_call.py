@@ -16,8 +16,8 @@ import pytest
 from livekit import rtc
 
 from agent.config import Settings
+from mcp_bridge.converse_types import ConverseRequest, ProviderError, no_progress
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ProviderError, no_progress
 
 from .harness import ServerProcess, WorkerProcess
 

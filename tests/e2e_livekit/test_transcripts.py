@@ -21,8 +21,8 @@ import pytest
 
 from agent.config import Settings
 from agent.speech import PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions
 
 from .conftest import synthesize, wait_until
 from .harness import TestUser, WorkerProcess

@@ -16,8 +16,8 @@ from livekit.agents import vad as lk_vad
 
 from agent.speech import FasterWhisperSTT, PiperTTS
 from agent.speech.turn_model import TurnModel
+from mcp_bridge.converse_types import ConverseRequest, ConverseResult, ListenOptions, Stage
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import ConverseRequest, ConverseResult, ListenOptions, Stage
 from tests.audio.pulse import VirtualAudio
 
 from .conftest import RATE, Progress, SpeakPcm, make_settings, wer
