@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from livekit import api, rtc
@@ -184,7 +185,10 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
 
             async def one(index: int) -> RoomTally:
                 async with gate:
-                    return await _room(server, index, calls)
+                    tally = await _room(server, index, calls)
+                with (logs / "rooms.jsonl").open("a") as finished:  # a run cut short still tells what it saw
+                    finished.write(json.dumps({"room": index, **asdict(tally)}) + "\n")
+                return tally
 
             started = time.perf_counter()
             results = await asyncio.gather(*(one(i) for i in range(rooms)), return_exceptions=True)
