@@ -15,6 +15,10 @@ anything else while the assistant speaks keeps the cancelled signal — before t
 speaker (loudspeakers), and when it is ambiguous — so the assistant's own voice never reaches the voice activity
 detector uncancelled; an echo path that shows up later switches the cancelled signal back on.
 
+Silence: once the speaker has been quiet for `ECHO_TAIL`, there is no echo to remove, and the canceller would only
+damp the user (it did: the first words of a reply given right after a short message were lost, because the verdict
+was still "unknown"). So then the microphone skips the canceller whatever the verdict.
+
 Both methods are called from PortAudio's callback threads, as LiveKit's own console does.
 """
 
@@ -45,6 +49,10 @@ LOUD_RENDER = 300.0
 """int16 RMS of a speaker bin that counts as the assistant speaking."""
 QUIET_CAPTURE = 150.0
 """int16 RMS (about -47 dBFS) below which the raw microphone counts as hearing nothing of the assistant."""
+ECHO_TAIL = MAX_LAG
+"""Seconds after the last loud speaker audio left the speaker (by PortAudio's clock) during which its echo can still
+reach the microphone: the largest delay looked for, which also covers room reverberation and a stream clock that
+is off by a little; after that there is nothing to cancel."""
 
 
 class EchoPath:
@@ -66,9 +74,19 @@ class EchoPath:
         self._next_check = 0.0
         self.verdict: Verdict = "unknown"
         self.correlation: float | None = None
+        self._last_loud_render: float | None = None
 
     def render(self, rms: float, now: float | None = None) -> None:
+        now = time.perf_counter() if now is None else now
+        if rms > LOUD_RENDER:
+            self._last_loud_render = now  # one float, written by one thread: no lock needed
         self._add(self._render, rms, now)
+
+    def speaker_quiet(self, now: float | None = None) -> bool:
+        """True when nothing loud has left the speaker for `ECHO_TAIL` seconds before `now` (so no echo can arrive)."""
+        last = self._last_loud_render
+        now = time.perf_counter() if now is None else now
+        return last is None or now - last > ECHO_TAIL
 
     def capture(self, rms: float, now: float | None = None) -> Verdict:
         now = time.perf_counter() if now is None else now
@@ -182,7 +200,7 @@ class EchoCanceller:
             pass
         self._process(self._apm.process_stream, frame)  # always: the canceller stays adapted if an echo shows up
         self._process(self._plain.process_stream, raw)
-        if verdict == "none":
+        if verdict == "none" or self.echo_path.speaker_quiet(at):
             frame.data[:] = raw.data
 
     def process_render(self, frame: rtc.AudioFrame, at: float | None = None) -> None:
