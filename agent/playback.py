@@ -61,4 +61,6 @@ def nothing_played_reason(session: Any) -> str:
     subscribed = audio_subscription(session)
     if subscribed is not None and not subscribed.done():
         return NOBODY_LISTENS
+    if subscribed is not None and subscribed.cancelled():
+        return "the room's audio output gave up waiting for a subscriber (its signal was cancelled); restart the worker"
     return "no audio reached the room"

@@ -52,3 +52,11 @@ async def test_a_session_without_a_room_output_always_has_a_listener() -> None:
     console = SimpleNamespace(output=SimpleNamespace(audio=SimpleNamespace(next_in_chain=None)))
     assert somebody_listens(console)
     assert await wait_for_listener(console, 0.01)
+
+
+async def test_a_cancelled_subscription_is_named_as_such() -> None:
+    session, subscribed = session_with_output()
+    subscribed.cancel()
+    assert not somebody_listens(session)
+    assert not await wait_for_listener(session, 60)
+    assert "cancelled" in nothing_played_reason(session)
