@@ -15,6 +15,10 @@ anything else while the assistant speaks keeps the cancelled signal — before t
 speaker (loudspeakers), and when it is ambiguous — so the assistant's own voice never reaches the voice activity
 detector uncancelled; an echo path that shows up later switches the cancelled signal back on.
 
+Silence: once the speaker has been quiet for `ECHO_TAIL`, there is no echo to remove, and the canceller would only
+damp the user (it did: the first words of a reply given right after a short message were lost, because the verdict
+was still "unknown"). So then the microphone skips the canceller whatever the verdict.
+
 The canceller is not enough on its own: on a busy machine it lets residual echo through (seen in the speaker test:
 the assistant's words transcribed as the user's barge-in). So a barge-in must also pass `hears_only_the_assistant`:
 speech the listener finds while the assistant talks counts only if the raw microphone's loudness is not just the
@@ -50,6 +54,10 @@ LOUD_RENDER = 300.0
 """int16 RMS of a speaker bin that counts as the assistant speaking."""
 QUIET_CAPTURE = 150.0
 """int16 RMS (about -47 dBFS) below which the raw microphone counts as hearing nothing of the assistant."""
+ECHO_TAIL = MAX_LAG
+"""Seconds after the last loud speaker audio left the speaker (by PortAudio's clock) during which its echo can still
+reach the microphone: the largest delay looked for, which also covers room reverberation and a stream clock that
+is off by a little; after that there is nothing to cancel."""
 SPEECH_WINDOW = 0.8
 """Seconds of microphone judged by `explains_microphone` (a barge-in candidate is 0.25 s of speech and more)."""
 ECHO_MAX_LAG = 2.0
@@ -82,10 +90,20 @@ class EchoPath:
         self._next_check = 0.0
         self.verdict: Verdict = "unknown"
         self.correlation: float | None = None
+        self._last_loud_render: float | None = None
 
     def render(self, rms: float, now: float | None = None) -> None:
+        now = time.perf_counter() if now is None else now
+        if rms > LOUD_RENDER:
+            self._last_loud_render = now  # one float, written by one thread: no lock needed
         self._add(self._render, rms, now)
         self._add(self._render_history, rms, now, keep=SPEECH_WINDOW + ECHO_MAX_LAG)
+
+    def speaker_quiet(self, now: float | None = None) -> bool:
+        """True when nothing loud has left the speaker for `ECHO_TAIL` seconds before `now` (so no echo can arrive)."""
+        last = self._last_loud_render
+        now = time.perf_counter() if now is None else now
+        return last is None or now - last > ECHO_TAIL
 
     def capture(self, rms: float, now: float | None = None) -> Verdict:
         now = time.perf_counter() if now is None else now
@@ -240,7 +258,7 @@ class EchoCanceller:
             pass
         self._process(self._apm.process_stream, frame)  # always: the canceller stays adapted if an echo shows up
         self._process(self._plain.process_stream, raw)
-        if verdict == "none":
+        if verdict == "none" or self.echo_path.speaker_quiet(at):
             frame.data[:] = raw.data
 
     def hears_only_the_assistant(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcp_bridge.local.echo import EchoPath
+from mcp_bridge.local.echo import ECHO_TAIL, LOUD_RENDER, EchoPath
 
 
 def speech_envelope(seconds: float, seed: int) -> np.ndarray:
@@ -57,6 +57,18 @@ def test_an_echo_path_that_appears_later_wins() -> None:
     verdicts = run(EchoPath(), render, capture)
     assert "none" in verdicts[:250]
     assert verdicts[-1] == "echo"
+
+
+def test_the_microphone_skips_the_canceller_once_the_speaker_has_been_quiet_for_the_echo_tail() -> None:
+    """Right after a short message the verdict is still "unknown"; the user's first words must not be damped then."""
+    path = EchoPath()
+    assert path.speaker_quiet(now=0.0)  # the assistant has not spoken yet
+    render = speech_envelope(0.8, 6)  # too short a message for a verdict
+    run(path, render, np.zeros_like(render))
+    last_loud = max(i for i, r in enumerate(render) if r > LOUD_RENDER) / 100
+    assert path.verdict == "unknown"
+    assert not path.speaker_quiet(now=last_loud + ECHO_TAIL / 2)  # its echo may still be arriving
+    assert path.speaker_quiet(now=last_loud + ECHO_TAIL + 0.01)
 
 
 def test_the_assistants_own_echo_is_explained_and_a_user_talking_over_it_is_not() -> None:
