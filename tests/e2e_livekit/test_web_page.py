@@ -32,6 +32,9 @@ pytestmark = [pytest.mark.livekit, pytest.mark.timeout(600)]
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "bench" / "out" / "web"
+POLL_MS = 250
+"""Page conditions are checked on a timer, not on animation frames (Playwright's default): once, the text was on the
+page (in the failure screenshot) while a frame-polled wait timed out after 120 s."""
 PHRASE = "Please run the full test suite first."
 FAKE_RATE = 48000
 
@@ -155,6 +158,7 @@ async def wait_for_line(page: Page, classes: str, who: str, including: str = "",
              li.querySelector('.who').textContent === who && li.lastChild.textContent.length > 10 &&
              li.lastChild.textContent.toLowerCase().includes(including))""",
         arg=[classes, who, including],
+        polling=POLL_MS,
         timeout=within_ms,
     )
 
@@ -183,6 +187,7 @@ async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
         # the phone speaks as soon as its microphone is on; the worker transcribes it and the page shows it
         await page.wait_for_function(
             "() => [...document.querySelectorAll('#transcript li.user')].some(li => li.innerText.length > 10)",
+            polling=POLL_MS,
             timeout=300_000,
         )
         async with Client(bridge(service), read_timeout_seconds=300) as client:
@@ -201,7 +206,9 @@ async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
 
             # the page shows the assistant's side too
             await page.wait_for_function(
-                "() => document.querySelector('#transcript').innerText.includes('refactoring')", timeout=120_000
+                "() => document.querySelector('#transcript').innerText.includes('refactoring')",
+                polling=POLL_MS,
+                timeout=120_000,
             )
 
             # "Done talking" ends the turn through the worker's end_turn RPC
