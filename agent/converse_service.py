@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 
 from .protocol import (
     HEARTBEAT_INTERVAL,
+    TURN_GRACE_SECONDS,
     ConverseCall,
     ConverseFailed,
     ConverseOk,
@@ -30,13 +31,10 @@ from .protocol import (
     Stage,
     Utterance,
     WireTimings,
+    speak_timeout,
 )
 
 logger = logging.getLogger(__name__)
-
-TURN_GRACE_SECONDS = 20.0
-"""How long a turn the user is still speaking at `max_seconds` may take to finish before listening gives up."""
-
 
 @dataclass
 class SpeakOutcome:
@@ -99,11 +97,6 @@ class _ActiveCall:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     stage: Stage = "received"
     seq: int = 0
-
-
-def speak_timeout(message: str, speed: float = 1.0) -> float:
-    """A generous bound on how long speaking `message` may take (about 6 characters a second, plus slack)."""
-    return 30.0 + len(message) / (6.0 * max(speed, 0.25))
 
 
 def merge(turns: list[Utterance]) -> Utterance:

@@ -23,7 +23,7 @@ import numpy as np
 from livekit import rtc
 from livekit.agents.voice.io import AudioInput
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # what Silero and Whisper use: the native side resamples 48 -> 16 kHz once (issue 13)
 FRAME_MS = 50  # as RoomIO's input: mono in 50 ms frames, gain control (APM) on each

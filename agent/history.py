@@ -19,7 +19,7 @@ from livekit import rtc
 from livekit.agents import AgentSession, llm
 from livekit.agents.voice.events import ConversationItemAddedEvent, UserInputTranscribedEvent
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 TOPIC_HISTORY = "voice-mcp.history"
 HISTORY_TURNS = 20

@@ -13,7 +13,7 @@ from livekit.agents import AgentSession
 
 from .protocol import ATTR_ROLE
 
-logger = logging.getLogger("voice-mcp.page-controls")
+logger = logging.getLogger(__name__)
 
 RPC_END_TURN = "end_turn"
 

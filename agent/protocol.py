@@ -16,10 +16,8 @@ Flow of one converse call (bridge = caller, worker = callee):
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections import OrderedDict
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
@@ -50,6 +48,16 @@ LISTEN_MAX_SECONDS = 600.0
 """Longest a call may listen: a spoken reply, not a dictation session (every later call waits for this one)."""
 MESSAGE_MAX_CHARS = 10_000
 """Longest message one call speaks: about ten minutes of speech. Longer text is split over several calls."""
+
+
+# --- timing both sides rely on: the worker's own limits, and the bridge's bound on a whole call ---------------------
+TURN_GRACE_SECONDS = 20.0
+"""How long a turn the user is still speaking at `max_seconds` may take to finish before listening gives up."""
+
+
+def speak_timeout(message: str, speed: float = 1.0) -> float:
+    """A generous bound on how long speaking `message` may take (about 6 characters a second, plus slack)."""
+    return 30.0 + len(message) / (6.0 * max(speed, 0.25))
 
 
 def new_request_id() -> str:
@@ -279,53 +287,3 @@ def decode_response_body(body: str) -> ConverseOk | ConverseFailed:
         return converse_response_adapter.validate_json(body)
     except ValueError as exc:
         raise ProtocolError(f"unreadable streamed converse response: {exc}") from exc
-
-
-class StreamInbox:
-    """Matches text-stream bodies to request ids, whichever of body and request arrives first.
-
-    Bounded: it keeps at most `capacity` unclaimed bodies and forgets the oldest first, so a peer that sends
-    streams nobody asks for cannot grow it without limit.
-    """
-
-    def __init__(self, capacity: int = 32) -> None:
-        self._capacity = capacity
-        self._slots: OrderedDict[str, asyncio.Future[str]] = OrderedDict()
-
-    def _slot(self, request_id: str) -> asyncio.Future[str]:
-        slot = self._slots.get(request_id)
-        if slot is None:
-            slot = asyncio.get_running_loop().create_future()
-            self._slots[request_id] = slot
-            while len(self._slots) > self._capacity:
-                _, dropped = self._slots.popitem(last=False)
-                dropped.cancel()
-        return slot
-
-    def deliver(self, request_id: str, body: str) -> None:
-        slot = self._slot(request_id)
-        if not slot.done():
-            slot.set_result(body)
-
-    def fail(self, request_id: str, error: BaseException) -> None:
-        slot = self._slot(request_id)
-        if not slot.done():
-            slot.set_exception(error)
-
-    async def receive(self, request_id: str, within: float) -> str:
-        """The body for `request_id`; raises TimeoutError when it does not arrive `within` seconds."""
-        slot = self._slot(request_id)
-        try:
-            return await asyncio.wait_for(asyncio.shield(slot), within)
-        finally:
-            self._slots.pop(request_id, None)
-            if not slot.done():
-                slot.cancel()
-
-    def discard(self, request_id: str) -> None:
-        slot = self._slots.pop(request_id, None)
-        if slot is not None and not slot.done():
-            slot.cancel()
-
-    def __len__(self) -> int:
-        return len(self._slots)

@@ -24,7 +24,7 @@ from livekit.agents import stt, utils, vad
 
 from .speech.vad_tap import TappedVAD
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 MAX_PENDING_SEGMENTS = 64
 """Segments waiting for STT at most (about a minute of continuous short phrases): beyond that the oldest waits

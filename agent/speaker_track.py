@@ -28,7 +28,7 @@ from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import AgentStateChangedEvent, SpeechCreatedEvent
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 IDLE_SECONDS = 5.0
 """Quiet time after which the track is unpublished (short gaps between converse calls keep it)."""

@@ -8,8 +8,14 @@ endpointing `max_delay`; otherwise after `min_delay` (see `agent.turn_taking`).
 
 `AudioTurnDetector` adapts any `TurnDecider` — a function from the last seconds of the user's audio (16 kHz mono
 float32) to the probability that the turn is complete — to that interface. The decision runs in a worker thread.
-When it fails, `on_failure` is told once (the worker then switches the session to the silence rule) and the
-prediction answers "not done", so that turn waits the endpointing `max_delay` the failure handler set.
+As in the local loop, a "not done" is asked again every `REASK` seconds of the same silence (the model grows surer
+with the silence it hears), until "done" or `max_wait` seconds after the question: one prediction covers the
+whole pause, and livekit waits for it (`prediction_timeout` is above `max_wait`: a slow model on a busy machine
+must not count as an answer, livekit would then end the turn at `min_delay`). A "done" on speech whose transcript
+(`heard`, the session's final transcripts) stops mid-sentence (`agent.speech.turn_text`) does not end the turn:
+`unlikely_threshold` is then above any probability, and only `max_delay` ends it. When the decider fails,
+`on_failure` is told once (the worker then switches the session to the silence rule) and the prediction answers
+"not done", so that turn waits the endpointing `max_delay` the failure handler set.
 """
 
 from __future__ import annotations
@@ -27,15 +33,22 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 from livekit.agents.voice.turn import TurnDetectionEvent
 
 from .speech.audio import resample_int16
+from .speech.turn_text import ends_open
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 TurnDecider = Callable[[np.ndarray], float]
 """16 kHz mono float32 audio ending now → probability (0..1) that the user has finished the turn."""
 
 SAMPLE_RATE = 16000
 MAX_SECONDS = 8.0  # what audio end-of-turn models such as Smart Turn look at
-PREDICTION_TIMEOUT = 1.0
+REASK = 0.5
+"""Seconds between two decisions on the same pause while the model says "not done" (as the local loop's
+`mcp_bridge.local.endpointing.MODEL_REASK`)."""
+DECISION_SLACK = 1.0
+"""Seconds livekit waits for a prediction beyond `max_wait` (a decision still running at the deadline)."""
+OPEN_TEXT_THRESHOLD = 1.01
+"""`unlikely_threshold` when the transcript stops mid-sentence: no probability reaches it."""
 
 
 class AudioTurnDetector:
@@ -54,6 +67,20 @@ class AudioTurnDetector:
         self.threshold = threshold
         self.on_failure = on_failure
         self.failed = False
+        self.max_wait = 3.0
+        """Seconds after the question during which a "not done" is asked again (the turn's long bound)."""
+        self._last_text: str | None = None
+
+    def heard(self, text: str) -> None:
+        """A final transcript of the user's current turn (the latest ends where the user paused)."""
+        if text.strip():
+            self._last_text = text
+
+    def forget_text(self) -> None:
+        self._last_text = None
+
+    def text_ends_open(self, language: object) -> bool:
+        return self._last_text is not None and ends_open(self._last_text, str(language) if language else None)
 
     @property
     def model(self) -> str:
@@ -82,8 +109,7 @@ class AudioTurnStream:
         self._detector = detector
         self._chunks: list[np.ndarray] = []
         self._samples = 0
-        self._inference: asyncio.Future[TurnDetectionEvent] | None = None
-        self._job: asyncio.Future[float] | None = None
+        self._inference: asyncio.Task[TurnDetectionEvent] | None = None
 
     # --- what livekit reads -----------------------------------------------------------------------------------
     @property
@@ -100,9 +126,12 @@ class AudioTurnStream:
 
     @property
     def prediction_timeout(self) -> float:
-        return PREDICTION_TIMEOUT
+        return self._detector.max_wait + DECISION_SLACK
 
     async def unlikely_threshold(self, language: object) -> float | None:
+        if self._detector.text_ends_open(language):
+            logger.debug("the transcript stops mid-sentence (%r): waiting for more", self._detector._last_text)
+            return OPEN_TEXT_THRESHOLD
         return self._detector.threshold
 
     async def backchannel_threshold(self, language: object) -> float | None:
@@ -128,6 +157,7 @@ class AudioTurnStream:
         """The turn was committed: the next turn starts from fresh audio."""
         self._chunks.clear()
         self._samples = 0
+        self._detector.forget_text()
         self.cancel_inference()
 
     def end_input(self) -> None:
@@ -136,45 +166,46 @@ class AudioTurnStream:
     # --- predictions --------------------------------------------------------------------------------------------
     def predict(self) -> asyncio.Future[TurnDetectionEvent]:
         self.cancel_inference()
+        self._inference = asyncio.get_running_loop().create_task(self._decide(), name="voice-mcp.turn-decision")
+        return self._inference
+
+    async def _decide(self) -> TurnDetectionEvent:
+        """Decide now, and again every `REASK` seconds while "not done", until `max_wait` after the question."""
         loop = asyncio.get_running_loop()
-        result: asyncio.Future[TurnDetectionEvent] = loop.create_future()
-        audio = self._audio()
         asked = time.time()
         started = time.perf_counter()
-        job = loop.run_in_executor(None, self._detector._decide, audio)
-
-        def done(job: asyncio.Future[float]) -> None:
-            if result.done():
-                return
-            if job.cancelled():
-                result.cancel()
-                return
-            exc = job.exception()
-            if exc is None:
-                probability = float(job.result())
-            else:
-                self._detector._failed(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+        deadline = started + self._detector.max_wait
+        probability = 0.0
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                probability = float(await loop.run_in_executor(None, self._detector._decide, self._audio()))
+            except asyncio.CancelledError:
+                raise  # the user resumed: a decision already running in its thread finishes and is ignored
+            except Exception as exc:
+                self._detector._failed(exc)
                 probability = 0.0  # "not done": the turn waits the (silence rule's) max_delay
-            result.set_result(
-                TurnDetectionEvent(
-                    type="eot_prediction",
-                    end_of_turn_probability=probability,
-                    last_speaking_time=asked,
-                    detection_delay=time.time() - asked,
-                    inference_duration=time.perf_counter() - started,
-                )
-            )
-
-        job.add_done_callback(done)
-        self._inference, self._job = result, job
-        return result
+                break
+            if probability >= self._detector.threshold:
+                break
+            ask_at = started + tries * REASK
+            if ask_at >= deadline:
+                break
+            await asyncio.sleep(max(0.0, ask_at - time.perf_counter()))
+        logger.debug("end of turn: p=%.3f after %d decision(s)", probability, tries)
+        return TurnDetectionEvent(
+            type="eot_prediction",
+            end_of_turn_probability=probability,
+            last_speaking_time=asked,
+            detection_delay=time.time() - asked,
+            inference_duration=time.perf_counter() - started,
+        )
 
     def cancel_inference(self, *, timed_out: bool = False) -> None:
         if self._inference is not None and not self._inference.done():
             self._inference.cancel()
-        if self._job is not None and not self._job.done():
-            self._job.cancel()  # a decision already running in its thread finishes and is ignored
-        self._inference = self._job = None
+        self._inference = None
 
     async def aclose(self) -> None:
         self.cancel_inference()

@@ -4,8 +4,9 @@
   once (`agent.segment_stt`), so the transcript is ready when the turn ends.
 - `silence` rule: the turn ends `silence_ms` after the end of speech (livekit's endpointing `min_delay`, counted
   from the end of speech, not from the segment's end).
-- `model` rule: an end-of-turn model (`agent.turn_detector`) is asked at every pause; "done" ends the turn right
-  after the pause, "not done" keeps listening up to `max_turn_silence_ms` (at least `silence_ms`). When the
+- `model` rule: an end-of-turn model (`agent.turn_detector`) is asked at every pause (and again during it while
+  it says "not done"); "done" ends the turn right after the pause, "not done" — or a transcript that stops
+  mid-sentence — keeps listening up to `max_turn_silence_ms` (at least `silence_ms`). When the
   model is missing or fails, the session falls back to the silence rule and says so in the log.
 
 `RoomTurns` owns that state for one session: the options for `AgentSession(turn_handling=...)`, per-call
@@ -18,19 +19,22 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from livekit.agents import AgentSession
+from livekit.agents import AgentSession, UserInputTranscribedEvent
 from livekit.agents.voice.turn import EndpointingOptions, TurnHandlingOptions
 
 from .config import Settings
 from .turn_detector import AudioTurnDetector, TurnDecider
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 PAUSE_MS = 250
 """VAD silence that closes a speech segment in the worker, and after which the end-of-turn model is asked (as in
 the local loop; livekit's audio turn detectors need at least 250 ms)."""
 
 DEFAULT_MAX_TURN_SILENCE_MS = 3000
+
+PREDICT_AFTER = 0.2
+"""Seconds of silence after which livekit asks the turn detector (its `MIN_SILENCE_DURATION_MS`)."""
 
 TurnRule = Literal["model", "silence"]
 
@@ -111,13 +115,22 @@ class RoomTurns:
 
     def attach(self, session: AgentSession) -> None:
         self._session = session
+        session.on("user_input_transcribed", self._transcribed)
+
+    def _transcribed(self, event: UserInputTranscribedEvent) -> None:
+        if self.detector is not None and event.is_final:
+            self.detector.heard(event.transcript)
 
     def tune(self, silence_ms: int) -> None:
         """A converse call's `silence_ms` for its listening (the default is restored after the call)."""
         self._update(endpointing_opts=self._endpointing(silence_ms))
 
     def _endpointing(self, silence_ms: int) -> EndpointingOptions:
-        return endpointing(self.rule, silence_ms=silence_ms, max_turn_silence_ms=self._max_turn_silence_ms)
+        options = endpointing(self.rule, silence_ms=silence_ms, max_turn_silence_ms=self._max_turn_silence_ms)
+        if self.detector is not None:
+            # the model is asked 200 ms into the silence; it may be asked again until the long bound
+            self.detector.max_wait = max(0.0, options["max_delay"] - PREDICT_AFTER)
+        return options
 
     def _model_failed(self, exc: Exception) -> None:
         self.warning = f"the end-of-turn model failed ({exc}); turns end on silence alone"

@@ -15,7 +15,7 @@ from livekit.agents.voice.room_io import TextInputEvent
 
 from . import cues
 from .converse_service import ConverseService, Cue, OptionsRefused, SpeakOutcome
-from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason
+from .playback import FIRST_AUDIO_WITHIN, nothing_played_reason, somebody_listens, wait_for_listener
 from .protocol import OptionName, SpeakOptions, Utterance
 from .segment_stt import transcribe_segments
 from .speech.call_options import CallOptions, OptionRefused
@@ -129,6 +129,8 @@ class AgentSessionPort:
         self._options.restore()
 
     def play_cue(self, cue: Cue) -> None:
+        if not somebody_listens(self._session):
+            return  # nobody would hear it, and a cue waiting for a listener must not be interrupted (agent.playback)
         frame = cues.listening_started(CUE_RATE) if cue == "listening_started" else cues.listening_stopped(CUE_RATE)
 
         async def audio() -> AsyncIterator[rtc.AudioFrame]:
@@ -157,13 +159,16 @@ class AgentSessionPort:
         def on_error(event: ErrorEvent) -> None:
             errors.append(str(getattr(event.error, "error", event.error)))
 
+        bound = min(within, FIRST_AUDIO_WITHIN)
+        if not await wait_for_listener(self._session, bound):  # before say(): see agent.playback
+            error = f"no audio was played within {bound:.0f} s: {nothing_played_reason(self._session)}"
+            return SpeakOutcome(interrupted=True, error=error)
         self._session.on("agent_state_changed", on_state)
         self._session.on("error", on_error)
         # queued together (no gaps between parts); an interruption stops the parts still to come
         handles = [self._session.say(part, allow_interruptions=allow_interruptions) for part in speech_parts(text)]
         interrupted = False
         overdue: list[str] = []
-        bound = min(within, FIRST_AUDIO_WITHIN)
 
         def first_audio_overdue() -> None:  # a first call must not wait the whole message's bound in silence
             if not first_audio.done():
@@ -174,7 +179,7 @@ class AgentSessionPort:
 
         watchdog = loop.call_later(bound, first_audio_overdue)
         try:
-            async with asyncio.timeout(within):
+            async with asyncio.timeout(max(within - (time.monotonic() - started), 0.0)):
                 for handle in handles:
                     await handle
                     if handle.interrupted:

@@ -22,7 +22,7 @@ import os
 import time
 from typing import Any
 
-logger = logging.getLogger("voice-mcp.worker")
+logger = logging.getLogger(__name__)
 
 WARMUP_TEXT = "Ready."
 WARMUP_TIMEOUT = 60.0

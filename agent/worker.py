@@ -7,55 +7,42 @@ locally). It registers with explicit dispatch under `settings.agent_name`: the b
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
 from livekit.agents import NOT_GIVEN, AgentServer, JobContext, JobProcess, JobRequest
+from livekit.agents import stt as lk_stt
+from livekit.agents import tts as lk_tts
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
 from livekit.agents.worker import ServerEnvOption
 from livekit.plugins import openai  # plugins register on import, which livekit allows on the main thread only
 
 from .config import Settings, load_settings
+from .converse_rpc import register_message_streams, register_rpc
 from .converse_service import ConverseService
 from .linking import AWAITING_USER, UserLinker
 from .page_controls import register_page_controls
 from .participants import workers_in_serving_order
 from .protocol import (
-    ATTR_REQUEST_ID,
     ATTR_ROLE,
     PROTOCOL_VERSION,
-    RPC_CANCEL,
-    RPC_CONVERSE,
     RPC_PING,
-    TOPIC_MESSAGE,
     TOPIC_PROGRESS,
-    TOPIC_RESPONSE,
     WORKER_IDENTITY_PREFIX,
-    CancelCall,
-    CancelReply,
-    ConverseFailed,
-    ConverseOk,
     Progress,
-    ProtocolError,
-    StreamInbox,
-    decode_call,
-    encode_response,
 )
-from .room_session import PAUSE_MS, build_room_session
+from .room_session import PAUSE_MS, RoomSession, build_room_session
 from .speaker_track import SpeakerTrack
 from .speech import build_stt, build_tts, build_vad, provider_label
+from .stream_inbox import StreamInbox
 from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
 from .warmup import available_memory_mb, idle_processes, lower_priority_while_idle, restore_priority, warm_process
 
 logger = logging.getLogger(__name__)
-
-MESSAGE_STREAM_WAIT = 30.0
-"""Seconds a converse call waits for its streamed message to finish arriving."""
-
 
 # --- process setup: load the models once per job process, before a job arrives -----------------------------------
 
@@ -100,75 +87,106 @@ async def accept(request: JobRequest) -> None:
 # --- one job: one room -------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class JobParts:
+    """What one job builds (or takes from its warmed process) before it joins the room."""
+
+    settings: Settings
+    stt: lk_stt.STT
+    tts: lk_tts.TTS
+    llm: openai.LLM | None
+    room_session: RoomSession
+
+
 async def entrypoint(ctx: JobContext) -> None:
-    userdata = ctx.proc.userdata
-    restore_priority(userdata.get("idle_nice"))
+    restore_priority(ctx.proc.userdata.get("idle_nice"))
+    parts = _job_parts(ctx.proc.userdata)
+    service = _converse_service(parts, ctx.room)
+    if ctx.is_fake_job():  # `python -m agent console`: this computer's microphone, no room and no bridge
+        agent = VoiceMcpAgent(
+            service, llm_enabled=parts.llm is not None, echo=parts.llm is None, segments=parts.room_session.segments
+        )
+        await parts.room_session.session.start(agent, record=False)
+        return
+    await _join_room(ctx, parts, service)
+    if await _another_worker_serves(ctx.room):
+        ctx.shutdown("another voice-mcp worker serves this room")
+        return
+    logger.info(
+        "voice-mcp worker ready in room %s (protocol v%d, llm=%s)",
+        ctx.room.name,
+        PROTOCOL_VERSION,
+        parts.settings.llm_model,
+    )
+
+
+def _job_parts(userdata: dict[str, Any]) -> JobParts:
+    """The providers warmed in `prewarm`, or built now when the process was not warmed (console, tests)."""
     settings: Settings = userdata.get("settings") or load_settings()
     vad = userdata.get("vad") or build_vad(settings, silence_ms=PAUSE_MS)
-    stt = userdata.get("stt") or build_stt(settings, vad=vad)
-    tts = userdata.get("tts") or build_tts(settings)
+    stt_ = userdata.get("stt") or build_stt(settings, vad=vad)
+    tts_ = userdata.get("tts") or build_tts(settings)
     llm = build_llm(settings)
-
     if "turn_model" in userdata:
         turn_model, turn_model_problem = userdata["turn_model"], userdata["turn_model_problem"]
     else:
         turn_model, turn_model_problem = load_turn_model(settings)
     room_session = build_room_session(
-        settings, vad=vad, stt=stt, tts=tts, llm=llm, turn_model=turn_model, turn_model_problem=turn_model_problem
+        settings, vad=vad, stt=stt_, tts=tts_, llm=llm, turn_model=turn_model, turn_model_problem=turn_model_problem
     )
-    session = room_session.session
-    room = ctx.room
-    inbox = StreamInbox()
+    return JobParts(settings=settings, stt=stt_, tts=tts_, llm=llm, room_session=room_session)
+
+
+def _converse_service(parts: JobParts, room: rtc.Room) -> ConverseService:
+    """The service that answers the bridge's converse calls, sending progress to the caller through `room`."""
 
     async def send_progress(caller: str, packet: Progress) -> None:
         await room.local_participant.publish_data(
             packet.model_dump_json(), reliable=True, destination_identities=[caller], topic=TOPIC_PROGRESS
         )
 
-    service = ConverseService(
+    settings = parts.settings
+    return ConverseService(
         AgentSessionPort(
-            session, vad_tuner=room_session.tune_listening, tts_=tts, stt_=stt
+            parts.room_session.session, vad_tuner=parts.room_session.tune_listening, tts_=parts.tts, stt_=parts.stt
         ),
         agent_name=settings.agent_name,
         progress=send_progress,
         barge_in=settings.barge_in,
-        llm=settings.llm_model if llm is not None else None,
-        stt_provider=_label(provider_label, stt),
-        tts_provider=_label(provider_label, tts),
+        llm=settings.llm_model if parts.llm is not None else None,
+        stt_provider=_label(provider_label, parts.stt),
+        tts_provider=_label(provider_label, parts.tts),
         default_silence_ms=settings.silence_ms,
         default_vad_aggressiveness=settings.vad_aggressiveness,
     )
-    if ctx.is_fake_job():  # `python -m agent console`: this computer's microphone, no room and no bridge
-        agent = VoiceMcpAgent(service, llm_enabled=llm is not None, echo=llm is None, segments=room_session.segments)
-        await session.start(agent, record=False)
-        return
 
-    _register_message_streams(room, inbox)
+
+async def _join_room(ctx: JobContext, parts: JobParts, service: ConverseService) -> None:
+    """Connect, start the session on the room, and serve the bridge's calls and the page's buttons."""
+    room = ctx.room
+    session = parts.room_session.session
+    llm_enabled = parts.llm is not None
+    inbox = StreamInbox()
+    register_message_streams(room, inbox)
     await ctx.connect()  # before the session: RoomIO linked to a given identity needs the local participant
 
     await session.start(
-        VoiceMcpAgent(service, llm_enabled=llm is not None, segments=room_session.segments),
+        VoiceMcpAgent(service, llm_enabled=llm_enabled, segments=parts.room_session.segments),
         room=room,
         room_options=RoomOptions(
             participant_identity=AWAITING_USER,
             close_on_disconnect=False,  # the room is persistent: users come and go, the worker stays
             audio_input=False,  # UserLinker's DeviceAudioInput hears the user's device that spoke last
-            text_input=TextInputOptions(text_input_cb=text_input_handler(service, llm_enabled=llm is not None)),
+            text_input=TextInputOptions(text_input_cb=text_input_handler(service, llm_enabled=llm_enabled)),
         ),
         record=False,
     )
-    UserLinker(room, session, bridge_identity=settings.bridge_identity).start()
+    UserLinker(room, session, bridge_identity=parts.settings.bridge_identity).start()
     speaker = SpeakerTrack(session, room, session.room_io.audio_output)  # no track (no encoding) while quiet
     speaker.start()
     ctx.add_shutdown_callback(speaker.aclose)
-    _register_rpc(room, service, inbox)
+    register_rpc(room, service, inbox)
     register_page_controls(room, session)
-    if await _another_worker_serves(room):
-        ctx.shutdown("another voice-mcp worker serves this room")
-        return
-    logger.info(
-        "voice-mcp worker ready in room %s (protocol v%d, llm=%s)", room.name, PROTOCOL_VERSION, settings.llm_model
-    )
 
 
 async def _another_worker_serves(room: rtc.Room) -> bool:
@@ -199,109 +217,6 @@ def _label(label: Any, component: Any) -> str | None:
         return str(label(component))
     except Exception:
         return None
-
-
-def _register_message_streams(room: rtc.Room, inbox: StreamInbox) -> None:
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def read(reader: rtc.TextStreamReader) -> None:
-        request_id = (reader.info.attributes or {}).get(ATTR_REQUEST_ID)
-        if not request_id:
-            logger.warning("message stream without %s ignored", ATTR_REQUEST_ID)
-            return
-        logger.debug("message stream %s arriving (%s bytes)", request_id, reader.info.size)
-        try:
-            text = await reader.read_all()
-            logger.debug("message stream %s complete: %d characters", request_id, len(text))
-            inbox.deliver(request_id, text)
-        except Exception as exc:
-            inbox.fail(request_id, exc)
-
-    def on_stream(reader: rtc.TextStreamReader, participant_identity: str) -> None:
-        logger.debug("text stream from %s", participant_identity)
-        task = asyncio.create_task(read(reader))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    room.register_text_stream_handler(TOPIC_MESSAGE, on_stream)
-
-
-def _register_rpc(room: rtc.Room, service: ConverseService, inbox: StreamInbox) -> None:
-    local = room.local_participant
-    running: dict[str, asyncio.Task[ConverseOk | ConverseFailed]] = {}
-    cancelled: set[str] = set()
-
-    async def on_converse(data: rtc.RpcInvocationData) -> str:
-        try:
-            call = decode_call(data.payload)
-        except ProtocolError as exc:
-            return ConverseFailed(id=_request_id(data.payload), code=exc.code, message=str(exc)).model_dump_json()
-        if call.message_stream:
-            logger.debug("converse %s waits for its %d-character message stream", call.id, call.message_chars)
-            try:
-                message = await inbox.receive(call.id, within=MESSAGE_STREAM_WAIT)
-            except Exception as exc:  # TimeoutError, or the stream broke off
-                return ConverseFailed(
-                    id=call.id, code="message_missing", message=f"the streamed message did not arrive: {exc!r}"
-                ).model_dump_json()
-            if len(message) != call.message_chars:
-                return ConverseFailed(
-                    id=call.id,
-                    code="message_missing",
-                    message=f"streamed message has {len(message)} characters, expected {call.message_chars}",
-                ).model_dump_json()
-            call = call.model_copy(update={"message": message})
-        task = asyncio.ensure_future(service.converse(call, data.caller_identity))
-        running[call.id] = task
-        try:
-            response = await task
-        except asyncio.CancelledError:
-            if call.id not in cancelled:
-                raise  # the SDK cancelled the handler (deadline, disconnect): it answers the caller itself
-            response = ConverseFailed(id=call.id, code="cancelled", message="the caller cancelled the call")
-        except Exception as exc:
-            logger.exception("converse call %s failed", call.id)
-            response = ConverseFailed(id=call.id, code="internal", message=f"the worker failed: {exc!r}")
-        finally:
-            running.pop(call.id, None)
-            cancelled.discard(call.id)
-        payload, body = encode_response(response)
-        if body is not None:
-            await local.send_text(
-                body,
-                destination_identities=[data.caller_identity],
-                topic=TOPIC_RESPONSE,
-                attributes={ATTR_REQUEST_ID: call.id},
-            )
-        return payload
-
-    async def on_ping(data: rtc.RpcInvocationData) -> str:
-        return service.ping().model_dump_json()
-
-    async def on_cancel(data: rtc.RpcInvocationData) -> str:
-        try:
-            request = CancelCall.model_validate_json(data.payload)
-        except ValueError:
-            return CancelReply(cancelled=False).model_dump_json()
-        task = running.get(request.id)
-        if task is None or task.done():
-            return CancelReply(cancelled=False).model_dump_json()
-        cancelled.add(request.id)
-        task.cancel()
-        logger.info("converse call %s cancelled by %s", request.id, data.caller_identity)
-        return CancelReply(cancelled=True).model_dump_json()
-
-    local.register_rpc_method(RPC_CONVERSE, on_converse)
-    local.register_rpc_method(RPC_PING, on_ping)
-    local.register_rpc_method(RPC_CANCEL, on_cancel)
-
-
-def _request_id(payload: str) -> str:
-    try:
-        value = json.loads(payload).get("id")
-    except (ValueError, AttributeError):
-        return ""
-    return value if isinstance(value, str) else ""
 
 
 # --- the server ----------------------------------------------------------------------------------------------------

@@ -35,11 +35,11 @@ from livekit.agents import vad as lk_vad
 
 from agent.config import Settings
 from agent.speech.turn_model import TurnModel
+from mcp_bridge.converse_types import ListenOptions
 from mcp_bridge.local.endpointing import EndpointConfig
 from mcp_bridge.local.listener import Listener
 from mcp_bridge.local.microphone import MicFrame
 from mcp_bridge.local.transcriber import Transcriber
-from mcp_bridge.models import ListenOptions
 
 from .harness import Measurement
 from .speech import RATE, Reply, Speech, normalise, voiced_bounds, wer

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from livekit import rtc
 
+from mcp_bridge.converse_types import VoiceError
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import VoiceError
-from mcp_bridge.transports import choose_transport
+from mcp_bridge.transport_choice import choose_transport
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import TestUser, start_server, start_worker
 

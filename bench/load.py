@@ -15,23 +15,25 @@ collects anything still queued.
   progress packets, the user's chat crossing the room and the RPC response (p90 is the figure to watch).
 - `load_call_total`: the whole converse call.
 
-Rooms run `concurrency` at a time (one job process each on the worker; the worker takes at most 8 jobs).
+Rooms run `concurrency` at a time (one job process each on the worker; the worker takes at most 8 jobs); a finished
+room is deleted, which ends its job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from livekit import rtc
+from livekit import api, rtc
 
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions, Stage, VoiceError
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions, Stage, VoiceError
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, start_server, start_worker
 
@@ -130,7 +132,21 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
         await transport.aclose()
         if user is not None:
             await user.leave()
+        await _delete_room(server, room)
     return tally
+
+
+async def _delete_room(server: ServerProcess, room: str) -> None:
+    """A finished room is deleted, as a deployment's rooms empty out: otherwise the worker keeps its job (a process
+    with a VAD, re-joining whenever the loaded machine drops its connection) and every later room shares the
+    cores with all earlier ones (seen: 20 rooms' jobs re-connecting in a loop, the last rooms starved)."""
+    lkapi = api.LiveKitAPI(server.url, server.api_key, server.api_secret)
+    try:
+        await asyncio.wait_for(lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), 30)
+    except Exception:  # already gone
+        pass
+    finally:
+        await lkapi.aclose()
 
 
 async def _nothing(stage: Stage, message: str) -> None:
@@ -169,7 +185,10 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
 
             async def one(index: int) -> RoomTally:
                 async with gate:
-                    return await _room(server, index, calls)
+                    tally = await _room(server, index, calls)
+                with (logs / "rooms.jsonl").open("a") as finished:  # a run cut short still tells what it saw
+                    finished.write(json.dumps({"room": index, **asdict(tally)}) + "\n")
+                return tally
 
             started = time.perf_counter()
             results = await asyncio.gather(*(one(i) for i in range(rooms)), return_exceptions=True)

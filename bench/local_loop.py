@@ -25,8 +25,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from agent.speech import build_vad
+from mcp_bridge.converse_types import ConverseRequest, ConverseResult, ListenOptions, Stage
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import ConverseRequest, ConverseResult, ListenOptions, Stage
 
 from .harness import Measurement
 from .settings import bench_settings

@@ -34,9 +34,9 @@ from livekit import rtc
 
 from agent.speaker_track import IDLE_SECONDS
 from agent.speech.audio import resample_int16
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions, ProviderError, Stage
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.livekit.workers import ping
-from mcp_bridge.models import ConverseRequest, ListenOptions, ProviderError, Stage
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, TestUser, WorkerProcess, start_server, start_worker
 

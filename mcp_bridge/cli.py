@@ -12,7 +12,7 @@ from typing import get_args
 
 from agent.config import ConfigError, Settings, load_settings
 
-from .models import RequestedTransport, Stage, VoiceError
+from .converse_types import RequestedTransport, Stage, VoiceError
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -184,7 +184,7 @@ def _web(settings: Settings, *, host: str, port: int) -> int:
 
 
 async def _converse(settings: Settings, args: argparse.Namespace) -> int:
-    from .models import build_request
+    from .converse_types import build_request
     from .service import VoiceService
 
     try:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .models import ConverseResult, VoiceError
+from .converse_types import ConverseResult, VoiceError
 
 logger = logging.getLogger(__name__)
 

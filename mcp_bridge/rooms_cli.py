@@ -12,8 +12,8 @@ import sys
 
 from agent.config import Settings
 
+from .converse_types import VoiceError
 from .livekit.rooms import RoomList, RoomManager
-from .models import VoiceError
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2

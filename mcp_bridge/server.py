@@ -2,7 +2,7 @@
 
 The server's lifespan builds what it serves with (`ServerState`: the `VoiceService` and, with LiveKit, the room
 manager) and closes it when the server stops; the tools reach it through their request context. Tool arguments
-become a `ConverseRequest` by `mcp_bridge.models.build_request`; only this module turns errors into tool errors.
+become a `ConverseRequest` by `mcp_bridge.converse_types.build_request`; only this module turns errors into tool errors.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from agent import package_info
 from agent.config import Settings
 from agent.protocol import LISTEN_MAX_SECONDS
 
-from .livekit.rooms import CloseResult, RoomList, RoomManager, RoomStatus
-from .models import (
+from .converse_types import (
     ARGUMENT_HINT,
     ConverseResult,
     ProgressCallback,
@@ -35,6 +34,7 @@ from .models import (
     build_request,
     describe_validation,
 )
+from .livekit.rooms import CloseResult, RoomList, RoomManager, RoomStatus
 from .service import MODEL_LOAD_GRACE, StatusReport, VoiceService
 
 logger = logging.getLogger(__name__)

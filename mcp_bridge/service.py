@@ -17,8 +17,7 @@ from agent.config import Settings
 from agent.speech.health import ProviderStatus
 
 from .cancel_safe import finish
-from .exchange_log import ExchangeLog
-from .models import (
+from .converse_types import (
     Busy,
     ConverseRequest,
     ConverseResult,
@@ -28,7 +27,8 @@ from .models import (
     guarded,
     no_progress,
 )
-from .transport import Transport, TransportHealth
+from .exchange_log import ExchangeLog
+from .transport_interface import Transport, TransportHealth
 
 if TYPE_CHECKING:
     from livekit.agents import stt, tts, vad
@@ -107,7 +107,7 @@ class VoiceService:
             logger.warning("could not prewarm the speech providers: %s", exc)
 
     async def choose(self, requested: RequestedTransport) -> tuple[Transport, str]:
-        from .transports import choose_transport
+        from .transport_choice import choose_transport
 
         return await choose_transport(
             requested, self.settings, livekit=self.livekit_transport(), local_factory=self.local_transport
@@ -227,7 +227,7 @@ MODEL_LOAD_GRACE = 120.0
 
 
 async def wait_for_model_loads() -> None:
-    from agent.speech.models import wait_for_loads
+    from agent.speech.model_weights import wait_for_loads
 
     if not await asyncio.to_thread(wait_for_loads, MODEL_LOAD_GRACE):
         logger.warning("a speech model was still loading after %.0f s; exiting anyway", MODEL_LOAD_GRACE)

@@ -15,8 +15,8 @@ from pydantic import BaseModel
 from agent.config import Settings
 from agent.package_info import install_command
 
+from .converse_types import Timings
 from .exchange_log import LOG_NAME, read_entries
-from .models import Timings
 
 STAGES = [name for name in Timings.model_fields if name != "total_ms"] + ["total_ms"]
 

@@ -11,9 +11,10 @@ Public API (see docs/speech-providers.md):
   `APIError` family (`APIConnectionError`, `APIStatusError`, `APITimeoutError`).
 """
 
-from .builders import build_one_stt, build_one_tts, build_stt, build_tts, provider_label, provider_labels
+from .builders import build_one_stt, build_one_tts, build_stt, build_tts
 from .errors import ProviderUnavailable
 from .espeak_tts import EspeakTTS
+from .failover import provider_label, provider_labels
 from .health import ProviderStatus, check_providers
 from .piper_tts import PiperTTS
 from .vad import build_vad, tune_vad

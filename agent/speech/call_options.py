@@ -22,8 +22,8 @@ from livekit.agents import stt, tts
 
 from agent.protocol import OptionName, SpeakOptions
 
-from .builders import _chain_of, _entry_of, provider_label
 from .errors import ProviderUnavailable
+from .failover import chain_of, entry_of, provider_label
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class OptionRefused(ValueError):
 
 def providers_behind(component: stt.STT | tts.TTS) -> list[stt.STT | tts.TTS]:
     """The providers a (possibly failover-wrapped) STT/TTS asks, in order."""
-    chain = _chain_of(component)
+    chain = chain_of(component)
     if chain is not None:
         return list(chain.providers)
     if isinstance(component, stt.StreamAdapter):
@@ -98,7 +98,7 @@ class CallOptions:
         applied = _Applied(option, value)
         self._applied.append(applied)
         for provider in providers_behind(component):
-            entry = _entry_of(provider)
+            entry = entry_of(provider)
             if not hasattr(provider, attribute) or not hasattr(provider, "update_options"):
                 applied.problems.append(f"{entry} cannot change its {option}")
                 continue

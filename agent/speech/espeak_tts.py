@@ -122,30 +122,7 @@ class EspeakChunkedStream(tts.ChunkedStream):
 
             writer = asyncio.create_task(feed_text())
 
-            parser = WavStreamParser()
-            resampler: rtc.AudioResampler | None = None
-            carry = b""
-            while chunk := await proc.stdout.read(8192):
-                pcm = carry + parser.feed(chunk)
-                if not pcm:
-                    continue
-                usable = len(pcm) - len(pcm) % 2
-                pcm, carry = pcm[:usable], pcm[usable:]
-                fmt = parser.format
-                assert fmt is not None
-                if fmt.num_channels != 1:
-                    raise APIConnectionError("espeak-ng produced multi-channel audio", retryable=False)
-                if fmt.sample_rate != ESPEAK_SAMPLE_RATE:
-                    resampler = resampler or rtc.AudioResampler(fmt.sample_rate, ESPEAK_SAMPLE_RATE)
-                    samples = np.frombuffer(pcm, dtype=np.int16)
-                    frame = rtc.AudioFrame(pcm, fmt.sample_rate, 1, samples.size)
-                    for out in resampler.push(frame):
-                        output_emitter.push(out.data.tobytes())
-                else:
-                    output_emitter.push(pcm)
-            if resampler is not None:
-                for out in resampler.flush():
-                    output_emitter.push(out.data.tobytes())
+            await _pump_audio(proc.stdout, output_emitter)
             await writer
             stderr = (await proc.stderr.read()).decode(errors="replace").strip()
             if await proc.wait() != 0:
@@ -160,3 +137,31 @@ class EspeakChunkedStream(tts.ChunkedStream):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+
+
+async def _pump_audio(stdout: asyncio.StreamReader, output_emitter: tts.AudioEmitter) -> None:
+    """espeak-ng's WAV output, as it arrives, into `output_emitter` as mono PCM at `ESPEAK_SAMPLE_RATE`."""
+    parser = WavStreamParser()
+    resampler: rtc.AudioResampler | None = None
+    carry = b""
+    while chunk := await stdout.read(8192):
+        pcm = carry + parser.feed(chunk)
+        if not pcm:
+            continue
+        usable = len(pcm) - len(pcm) % 2
+        pcm, carry = pcm[:usable], pcm[usable:]
+        fmt = parser.format
+        assert fmt is not None
+        if fmt.num_channels != 1:
+            raise APIConnectionError("espeak-ng produced multi-channel audio", retryable=False)
+        if fmt.sample_rate != ESPEAK_SAMPLE_RATE:
+            resampler = resampler or rtc.AudioResampler(fmt.sample_rate, ESPEAK_SAMPLE_RATE)
+            samples = np.frombuffer(pcm, dtype=np.int16)
+            frame = rtc.AudioFrame(pcm, fmt.sample_rate, 1, samples.size)
+            for out in resampler.push(frame):
+                output_emitter.push(out.data.tobytes())
+        else:
+            output_emitter.push(pcm)
+    if resampler is not None:
+        for out in resampler.flush():
+            output_emitter.push(out.data.tobytes())

@@ -21,7 +21,7 @@ from agent.package_info import install_command
 
 from .errors import ProviderUnavailable
 from .espeak_tts import ESPEAK_FIX, find_espeak
-from .models import BUNDLED_PIPER_VOICE, BUNDLED_WHISPER, OFFLINE_FIX, bundled_whisper_path, piper_voice_paths
+from .model_weights import BUNDLED_PIPER_VOICE, BUNDLED_WHISPER, OFFLINE_FIX, bundled_whisper_path, piper_voice_paths
 from .openai_compat import OPENAI_KEY_FIX, is_url
 from .piper_tts import require_piper
 

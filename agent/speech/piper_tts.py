@@ -23,7 +23,7 @@ from livekit.agents import DEFAULT_API_CONNECT_OPTIONS, APIConnectionError, APIC
 from livekit.agents.utils import shortuuid
 
 from .errors import ProviderUnavailable
-from .models import BUNDLED_PIPER_VOICE, OFFLINE_FIX, cached, is_cached, piper_voice_paths
+from .model_weights import BUNDLED_PIPER_VOICE, OFFLINE_FIX, cached, is_cached, piper_voice_paths
 
 if TYPE_CHECKING:
     from piper import AudioChunk, PiperVoice

@@ -117,7 +117,12 @@ class TurnModel:
         except Exception as exc:
             raise TurnModelUnavailable(f"{found} could not be loaded ({exc})", f"reinstall it: {FETCH_FIX}") from exc
         log.debug("end-of-turn model loaded from %s", found)
-        return cls(session, found, threshold=threshold)
+        model = cls(session, found, threshold=threshold)
+        try:  # the first run of an ONNX session is several times slower; pay it now, not on the user's first pause
+            model.probability_sync(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))
+        except Exception as exc:
+            log.debug("end-of-turn model warm-up failed: %s", exc)  # a broken model shows on its first decision
+        return model
 
     @classmethod
     async def load(cls, path: str | Path | None = None, *, threshold: float = DEFAULT_THRESHOLD) -> TurnModel:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from livekit import rtc
 from livekit.agents import vad
 
-logger = logging.getLogger("voice_mcp.speech")
+logger = logging.getLogger(__name__)
 
 VADListener = Callable[[vad.VADEvent], None]
 

@@ -21,7 +21,7 @@ from livekit.agents.utils import AudioBuffer, is_given, shortuuid
 
 from .audio import WHISPER_SAMPLE_RATE, buffer_to_whisper_input
 from .errors import ProviderUnavailable
-from .models import BUNDLED_WHISPER, bundled_whisper_path, cached, is_cached
+from .model_weights import BUNDLED_WHISPER, bundled_whisper_path, cached, is_cached
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel

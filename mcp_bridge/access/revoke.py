@@ -16,7 +16,7 @@ from agent.config import Settings
 from .device_tokens import device_identity
 from .store import AccessStore
 
-logger = logging.getLogger("voice-mcp.access")
+logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 
 from livekit import rtc
 
-from agent.protocol import ATTR_REQUEST_ID, PROTOCOL_VERSION, TOPIC_PROGRESS, TOPIC_RESPONSE, Progress, StreamInbox
-from mcp_bridge.models import TransportUnavailable
+from agent.protocol import ATTR_REQUEST_ID, PROTOCOL_VERSION, TOPIC_PROGRESS, TOPIC_RESPONSE, Progress
+from agent.stream_inbox import StreamInbox
+from mcp_bridge.converse_types import TransportUnavailable
 
 from .tokens import TokenSource
 

@@ -28,12 +28,12 @@ from pydantic import BaseModel, Field
 
 from agent.config import Settings
 from agent.protocol import ATTR_ROLE, WORKER_IDENTITY_PREFIX
-from mcp_bridge.models import VoiceError
+from mcp_bridge.converse_types import VoiceError
 
 from .transport import LiveKitTransport
 from .workers import PING_TIMEOUT, ping, worker_candidates
 
-logger = logging.getLogger("voice-mcp.livekit")
+logger = logging.getLogger(__name__)
 
 API_TIMEOUT = 10.0
 RECENT_DELETIONS = 50

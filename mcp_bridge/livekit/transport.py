@@ -19,13 +19,13 @@ from typing import Any
 from livekit import rtc
 
 from agent.config import Settings
-from agent.converse_service import TURN_GRACE_SECONDS, speak_timeout
 from agent.participants import is_worker
 from agent.protocol import (
     ATTR_REQUEST_ID,
     RPC_CANCEL,
     RPC_CONVERSE,
     TOPIC_MESSAGE,
+    TURN_GRACE_SECONDS,
     CancelCall,
     ConverseCall,
     ConverseFailed,
@@ -36,8 +36,9 @@ from agent.protocol import (
     decode_response_body,
     decode_rpc_response,
     encode_call,
+    speak_timeout,
 )
-from mcp_bridge.models import (
+from mcp_bridge.converse_types import (
     ConverseRequest,
     ConverseResult,
     ConverseTimeout,
@@ -50,7 +51,7 @@ from mcp_bridge.models import (
     UnsupportedOption,
     VoiceError,
 )
-from mcp_bridge.transport import TransportHealth
+from mcp_bridge.transport_interface import TransportHealth
 
 from .link import RoomLink
 from .tokens import TokenSource
@@ -245,11 +246,7 @@ class LiveKitTransport:
         room = await self.link.ensure_connected(self.settings.livekit_timeout)
         call = converse_call(request)
         payload, streamed_message = encode_call(call)
-        ceiling = (
-            speak_timeout(request.message, request.speak.speed or 1.0)
-            + (request.listen.max_seconds + TURN_GRACE_SECONDS if request.wait_for_response else 0.0)
-            + 30.0
-        )
+        ceiling = call_ceiling(request)
         watch = _CallWatch(call.id, worker.identity, self.heartbeat_timeout, progress)
         unsubscribe = [
             self.link.on_progress(watch.on_progress),
@@ -258,45 +255,9 @@ class LiveKitTransport:
         ]
         try:
             if streamed_message is not None:
-                await asyncio.wait_for(
-                    room.local_participant.send_text(
-                        streamed_message,
-                        destination_identities=[worker.identity],
-                        topic=TOPIC_MESSAGE,
-                        attributes={ATTR_REQUEST_ID: call.id},
-                    ),
-                    timeout=max(self.settings.livekit_timeout, 30.0),
-                )
-            rpc = asyncio.ensure_future(
-                room.local_participant.perform_rpc(
-                    destination_identity=worker.identity,
-                    method=RPC_CONVERSE,
-                    payload=payload,
-                    response_timeout=ceiling,
-                )
-            )
-            watch.start()
-            try:
-                waiting: set[asyncio.Future[Any]] = {rpc, watch.failed}
-                done, _ = await asyncio.wait(waiting, timeout=ceiling + 5.0, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not rpc.done():  # given up (worker silent, ceiling, or this call cancelled): tell the worker
-                    rpc.cancel()
-                    self._cancel_on_worker(room, worker.identity, call.id)
-            if rpc not in done:
-                if watch.failed in done:
-                    raise watch.failed.result()
-                raise ConverseTimeout(f"the LiveKit worker did not finish the converse call within {ceiling:.0f} s")
-            try:
-                answer = decode_rpc_response(rpc.result())
-            except rtc.RpcError as exc:
-                raise _rpc_error(exc, ceiling) from exc
-            if isinstance(answer, StreamedBody):
-                body = await self.link.responses.receive(call.id, within=RESPONSE_STREAM_WAIT)
-                answer = decode_response_body(body)
-            if isinstance(answer, ConverseFailed):
-                raise _failed(answer)
-            return answer
+                await self._send_message(room, worker.identity, call.id, streamed_message)
+            raw = await self._perform_converse(room, worker.identity, call.id, payload, ceiling, watch)
+            return await self._read_answer(raw, call.id, ceiling)
         except ProtocolError as exc:
             raise TransportUnavailable(
                 f"the worker's answer could not be read: {exc}", "run the same voice-mcp version on both sides"
@@ -308,6 +269,52 @@ class LiveKitTransport:
                 undo()
             watch.stop()
             self.link.responses.discard(call.id)
+
+    async def _send_message(self, room: rtc.Room, worker: str, call_id: str, message: str) -> None:
+        """A message too large for the RPC payload goes first, as a text stream the worker matches by id."""
+        await asyncio.wait_for(
+            room.local_participant.send_text(
+                message, destination_identities=[worker], topic=TOPIC_MESSAGE, attributes={ATTR_REQUEST_ID: call_id}
+            ),
+            timeout=max(self.settings.livekit_timeout, 30.0),
+        )
+
+    async def _perform_converse(
+        self, room: rtc.Room, worker: str, call_id: str, payload: str, ceiling: float, watch: _CallWatch
+    ) -> asyncio.Future[str]:
+        """The finished converse RPC. Raises what `watch` saw (a silent or departed worker) or `ConverseTimeout`;
+        a call given up on (or cancelled here) is cancelled on the worker too."""
+        rpc = asyncio.ensure_future(
+            room.local_participant.perform_rpc(
+                destination_identity=worker, method=RPC_CONVERSE, payload=payload, response_timeout=ceiling
+            )
+        )
+        watch.start()
+        try:
+            waiting: set[asyncio.Future[Any]] = {rpc, watch.failed}
+            done, _ = await asyncio.wait(waiting, timeout=ceiling + 5.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not rpc.done():  # given up (worker silent, ceiling, or this call cancelled): tell the worker
+                rpc.cancel()
+                self._cancel_on_worker(room, worker, call_id)
+        if rpc not in done:
+            if watch.failed in done:
+                raise watch.failed.result()
+            raise ConverseTimeout(f"the LiveKit worker did not finish the converse call within {ceiling:.0f} s")
+        return rpc
+
+    async def _read_answer(self, rpc: asyncio.Future[str], call_id: str, ceiling: float) -> ConverseOk:
+        """The worker's answer (fetched from its response stream when it did not fit); a failure raises."""
+        try:
+            answer = decode_rpc_response(rpc.result())
+        except rtc.RpcError as exc:
+            raise _rpc_error(exc, ceiling) from exc
+        if isinstance(answer, StreamedBody):
+            body = await self.link.responses.receive(call_id, within=RESPONSE_STREAM_WAIT)
+            answer = decode_response_body(body)
+        if isinstance(answer, ConverseFailed):
+            raise _failed(answer)
+        return answer
 
     def _cancel_on_worker(self, room: rtc.Room, worker: str, call_id: str) -> None:
         """Best effort, in the background: a live worker stops and keeps the user's turns for the next call."""
@@ -359,6 +366,15 @@ class LiveKitTransport:
             with contextlib.suppress(BaseException):
                 await self._warmup
         await self.link.aclose()
+
+
+def call_ceiling(request: ConverseRequest) -> float:
+    """The longest the worker may take over `request`: speaking it, listening, the user's last turn, and slack."""
+    return (
+        speak_timeout(request.message, request.speak.speed or 1.0)
+        + (request.listen.max_seconds + TURN_GRACE_SECONDS if request.wait_for_response else 0.0)
+        + 30.0
+    )
 
 
 def converse_call(request: ConverseRequest) -> ConverseCall:

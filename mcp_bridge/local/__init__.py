@@ -1,6 +1,7 @@
 """The local loop: microphone → echo cancellation → VAD → STT, and TTS → speaker, on this machine.
 
-`LocalTransport` implements `mcp_bridge.transport.Transport`; `build_local_transport(settings, stt=, tts=, vad=)`
+`LocalTransport` implements `mcp_bridge.transport_interface.Transport`;
+`build_local_transport(settings, stt=, tts=, vad=)`
 builds one with the shared speech providers. See docs/local-loop.md.
 """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
 
-from mcp_bridge.models import AudioDeviceError
+from mcp_bridge.converse_types import AudioDeviceError
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,11 @@ Silence: once the speaker has been quiet for `ECHO_TAIL`, there is no echo to re
 damp the user (it did: the first words of a reply given right after a short message were lost, because the verdict
 was still "unknown"). So then the microphone skips the canceller whatever the verdict.
 
+The canceller is not enough on its own: on a busy machine it lets residual echo through (seen in the speaker test:
+the assistant's words transcribed as the user's barge-in). So a barge-in must also pass `hears_only_the_assistant`:
+speech the listener finds while the assistant talks counts only if the raw microphone's loudness is not just the
+speaker's, delayed and scaled.
+
 Both methods are called from PortAudio's callback threads, as LiveKit's own console does.
 """
 
@@ -53,6 +58,15 @@ ECHO_TAIL = MAX_LAG
 """Seconds after the last loud speaker audio left the speaker (by PortAudio's clock) during which its echo can still
 reach the microphone: the largest delay looked for, which also covers room reverberation and a stream clock that
 is off by a little; after that there is nothing to cancel."""
+SPEECH_WINDOW = 0.8
+"""Seconds of microphone judged by `explains_microphone` (a barge-in candidate is 0.25 s of speech and more)."""
+ECHO_MAX_LAG = 2.0
+"""Largest speaker → microphone delay `explains_microphone` looks for. Far above `MAX_LAG`: on a busy machine the
+buffers grow, and the speaker test heard the assistant's echo arrive when the speaker had been quiet for over a
+second (between two sentences whose synthesis was late, or after the last one)."""
+EXPLAINED = 0.35
+"""Largest share of the microphone's envelope energy left unexplained by the speaker's (scaled, delayed) for the
+microphone to count as hearing only the assistant."""
 
 
 class EchoPath:
@@ -68,6 +82,8 @@ class EchoPath:
     def __init__(self, *, decide_after: float = 1.0, echo_corr: float = 0.5) -> None:
         self._lock = threading.Lock()
         self._render: collections.deque[tuple[float, float]] = collections.deque()
+        self._render_history: collections.deque[tuple[float, float]] = collections.deque()
+        """The speaker's loudness over a longer span, for `explains_microphone`."""
         self._capture: collections.deque[tuple[float, float]] = collections.deque()
         self._decide_after = decide_after
         self._echo_corr = echo_corr
@@ -81,6 +97,7 @@ class EchoPath:
         if rms > LOUD_RENDER:
             self._last_loud_render = now  # one float, written by one thread: no lock needed
         self._add(self._render, rms, now)
+        self._add(self._render_history, rms, now, keep=SPEECH_WINDOW + ECHO_MAX_LAG)
 
     def speaker_quiet(self, now: float | None = None) -> bool:
         """True when nothing loud has left the speaker for `ECHO_TAIL` seconds before `now` (so no echo can arrive)."""
@@ -96,11 +113,14 @@ class EchoPath:
             self._check(now)
         return self.verdict
 
-    def _add(self, series: collections.deque[tuple[float, float]], rms: float, now: float | None) -> None:
+    def _add(
+        self, series: collections.deque[tuple[float, float]], rms: float, now: float | None,
+        keep: float = WINDOW + MAX_LAG,
+    ) -> None:
         now = time.perf_counter() if now is None else now
         with self._lock:
             series.append((now, rms))
-            while series and series[0][0] < now - WINDOW - MAX_LAG:
+            while series and series[0][0] < now - keep:
                 series.popleft()
 
     def _bins(self, series: list[tuple[float, float]], start: float, count: int) -> np.ndarray:
@@ -112,6 +132,44 @@ class EchoPath:
                 out[i] += rms
                 hits[i] += 1
         return out / np.maximum(hits, 1)
+
+    def explains_microphone(self, window: float = SPEECH_WINDOW) -> bool:
+        """Is what the raw microphone heard in the last `window` seconds the assistant's own voice? True when its
+        loudness envelope is, but for `EXPLAINED` of its energy, the speaker's envelope scaled and delayed (by up
+        to `MAX_LAG`): an echo. A user talking adds an envelope of their own, which no delay of the speaker's
+        explains. False without an echo path (verdict "none") or while the speaker was quiet."""
+        if self.verdict == "none":
+            return False
+        with self._lock:
+            render, capture = list(self._render_history), list(self._capture)
+        if not capture:
+            return False
+        now = capture[-1][0]
+        n_lag = int(ECHO_MAX_LAG / BIN)
+        n = max(2, int(window / BIN))
+        start = now - window - ECHO_MAX_LAG
+        spoken = self._bins(render, start, n + n_lag)
+        heard = self._bins(capture, start, n + n_lag)[n_lag:]  # one grid for both: no rounding between them
+        if float(np.percentile(heard, 90)) < QUIET_CAPTURE:
+            return False
+        heard = heard - heard.mean()  # the envelopes' shapes are compared, not their (always positive) levels
+        energy = float(heard @ heard)
+        if energy <= 0:
+            return False
+        best = 1.0
+        for lag in range(n_lag + 1):
+            reference = spoken[n_lag - lag : n_lag - lag + n]
+            if (reference > LOUD_RENDER).sum() * BIN < window / 2:
+                continue  # the assistant was mostly quiet then: nothing to explain the microphone with
+            reference = reference - reference.mean()
+            power = float(reference @ reference)
+            if power <= 0:
+                continue
+            gain = max(0.0, float(heard @ reference) / power)
+            best = min(best, float(((heard - gain * reference) ** 2).sum()) / energy)
+        log.debug("microphone unexplained by the speaker: %.2f (speaker loud %.2f s of %.2f)", best,
+                  float((spoken > LOUD_RENDER).sum()) * BIN, window + ECHO_MAX_LAG)
+        return best <= EXPLAINED
 
     def _check(self, now: float) -> None:
         with self._lock:
@@ -202,6 +260,12 @@ class EchoCanceller:
         self._process(self._plain.process_stream, raw)
         if verdict == "none" or self.echo_path.speaker_quiet(at):
             frame.data[:] = raw.data
+
+    def hears_only_the_assistant(self) -> bool:
+        """Whether the microphone's latest sound is the assistant's echo (`EchoPath.explains_microphone`): a barge-in
+        then is the assistant's own voice through the room, left over by the canceller (it is, on a busy machine),
+        and must not stop it. Always False with echo cancellation off (no reference to compare with)."""
+        return self._plain is not None and self.echo_path.explains_microphone()
 
     def process_render(self, frame: rtc.AudioFrame, at: float | None = None) -> None:
         """Tell the echo canceller about one 10 ms frame that is going out to the speaker (`at`: when it reaches

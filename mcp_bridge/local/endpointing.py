@@ -5,7 +5,8 @@ Times are seconds on the microphone's audio clock. The listener feeds one `obser
 
 Rules:
 - Before `start_listening(t)` the assistant is still speaking: speech must be a little more certain and longer to
-  count (residual echo must not interrupt the assistant). Speech found then is a barge-in, and listening starts at
+  count (residual echo must not interrupt the assistant), and `is_echo()` (when given) must say it is not the
+  assistant's own voice — otherwise the run starts over. Speech found then is a barge-in, and listening starts at
   its onset.
 - Speech starts after `min_speech` seconds of windows at or above the activation threshold; its onset is the
   first of those windows.
@@ -13,16 +14,19 @@ Rules:
 - After `pause` seconds of silence a `Pause` is reported (a moment to transcribe early); speech after it is
   reported as `Resumed`.
 - Silence rule (`turn_model` off): the turn ends after `silence` seconds of silence.
-- Model rule (`turn_model` on): at each `Pause` the listener asks the end-of-turn model and reports its answer with
-  `model_decided`; "done" ends the turn at once (if the user has not resumed since), "not done" leaves it to
-  `max_silence` seconds of silence (the long bound). If the model fails, `model_failed` falls back to the silence
-  rule for the rest of the turn.
+- Model rule (`turn_model` on): at each `Pause` the listener asks the end-of-turn model (again every
+  `MODEL_REASK` seconds of silence while it says "not done") and reports its answer with `model_decided`; "done"
+  ends the turn at once (if the user has not resumed since), "not done" leaves it to `max_silence` seconds of
+  silence (the long bound). The listener turns a "done" into "not done" when the transcript of the speech so far
+  stops mid-sentence (`agent.speech.turn_text`). If the model fails, `model_failed` falls back to the silence rule
+  for the rest of the turn.
 - Either way not before `min_listen` seconds of listening, and never later than `max_listen` seconds after listening
   started (speech or not). With silence detection off only `max_listen` ends it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,6 +73,12 @@ class EndpointConfig:
 MODEL_PAUSE = 0.25
 """Seconds of silence before the end-of-turn model is asked (and early transcription starts)."""
 
+MODEL_REASK = 0.5
+"""Seconds of silence between two questions to the model while it says "not done" (until the long bound). It grows
+surer with the silence it hears: a whole reply with a thinking pause inside scored 0.04–0.4 with 0.1–0.25 s of
+trailing silence and 0.5–0.9 with 0.5–1 s, while a phrase ending in "um" stays near 0.01 however long the
+silence."""
+
 
 @dataclass(frozen=True)
 class SpeechStarted:
@@ -96,8 +106,9 @@ Event = SpeechStarted | Pause | Resumed | TurnEnded
 
 
 class Endpointer:
-    def __init__(self, config: EndpointConfig) -> None:
+    def __init__(self, config: EndpointConfig, *, is_echo: Callable[[], bool] | None = None) -> None:
         self.config = config
+        self._is_echo = is_echo
         self.listen_start: float | None = None
         self.onset: float | None = None
         self.speech_end: float | None = None
@@ -133,7 +144,10 @@ class Endpointer:
                 if self._run_start is None:
                     self._run_start = t - window
                 self._run_length += window
-                if self._run_length >= needed - 1e-9:
+                if self._run_length >= needed - 1e-9 and playback and self._is_echo is not None and self._is_echo():
+                    self._run_start = None  # the assistant's own voice through the room: not a barge-in
+                    self._run_length = 0.0
+                elif self._run_length >= needed - 1e-9:
                     self.onset = self._run_start
                     self.speech_end = t
                     if self.listen_start is None:

@@ -14,8 +14,10 @@ saved and the device error names the file (see `recording` for where, and for ho
 
 End-of-turn model: with a `turn_model` (a future that resolves to a loaded `agent.speech.turn_model.TurnModel`,
 or to None when it could not load), every pause also asks the model whether the user is done, on the turn's audio
-from its onset (with pre-roll) to now; the `Endpointer` ends the turn on "done". A model that fails falls back to
-the silence rule for the turn and is reported through `model_error`.
+from its onset (with pre-roll) to now, and again every `endpointing.MODEL_REASK` seconds of the same silence while
+it says "not done"; the `Endpointer` ends the turn on "done" — unless the early transcript of that speech stops
+mid-sentence (`agent.speech.turn_text`), which only the long silence bound then ends. A model that fails falls
+back to the silence rule for the turn and is reported through `model_error`.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from livekit.agents import vad as lk_vad
 from agent.speech.audio import resample_int16
 from agent.speech.turn_model import SAMPLE_RATE as MODEL_RATE
 from agent.speech.turn_model import TurnModel
-from mcp_bridge.models import ProviderError, TranscriptionFailed, VoiceError
+from agent.speech.turn_text import ends_open
+from mcp_bridge.converse_types import ProviderError, TranscriptionFailed, VoiceError
 
-from .endpointing import EndpointConfig, Endpointer, Event, Pause, Resumed, SpeechStarted, TurnEnded
+from .endpointing import MODEL_REASK, EndpointConfig, Endpointer, Event, Pause, Resumed, SpeechStarted, TurnEnded
 from .microphone import Microphone
 from .recording import Recording, save_failed_reply
 from .transcriber import SttFailure, Transcriber, Transcript
@@ -84,13 +87,14 @@ class Listener:
         on_speech_started: Callable[[SpeechStarted], None] | None = None,
         early_transcription: bool = True,
         turn_model: asyncio.Future[TurnModel | None] | None = None,
+        is_echo: Callable[[], bool] | None = None,
         preroll: float = 0.4,
         tail: float = 0.25,
     ) -> None:
         self._mic = mic
         self._vad = vad
         self._transcriber = transcriber
-        self._endpointer = Endpointer(config)
+        self._endpointer = Endpointer(config, is_echo=is_echo)
         self._recordings_dir = recordings_dir
         self._keep_days = keep_failed_audio_days
         self._on_speech_started = on_speech_started
@@ -217,31 +221,74 @@ class Listener:
     def _ask_model(self, speech_end: float) -> None:
         if self._turn_model is None or self._recording is None or self._endpointer.onset is None:
             return
-        start = max(0.0, self._endpointer.onset - self._preroll)
-        clip = self._recording.clip(start, self._recording.end_time)  # the silence so far is part of the input
-        task = asyncio.create_task(self._decide(speech_end, clip, self._recording.sample_rate), name="voice-mcp-turn")
+        task = asyncio.create_task(self._decide(speech_end), name="voice-mcp-turn")
         self._model_tasks.add(task)
         task.add_done_callback(self._model_tasks.discard)
 
-    async def _decide(self, speech_end: float, clip: np.ndarray, rate: int) -> None:
-        assert self._turn_model is not None
+    def _still_paused_after(self, speech_end: float) -> bool:
+        ep = self._endpointer
+        return ep.ended is None and ep.speech_end == speech_end
+
+    async def _decide(self, speech_end: float) -> None:
+        """Ask the model about the pause after `speech_end`, again every `MODEL_REASK` seconds of silence while it
+        says "not done", until it says "done", the user resumes or the turn ends. A "done" on speech whose transcript
+        stops mid-sentence counts as "not done" (and is not asked again: only the long bound ends that pause)."""
+        assert self._turn_model is not None and self._recording is not None and self._endpointer.onset is not None
         model = await self._turn_model
         if model is None:
             self._handle(self._endpointer.model_failed(self._audio_end))
             return
-        started = time.perf_counter()
-        try:
-            probability = await model.end_of_turn_probability(resample_int16(clip, rate, MODEL_RATE))
-        except Exception as exc:
-            log.warning("the end-of-turn model failed (%s); ending this turn by silence", exc)
-            self.model_error = str(exc) or type(exc).__name__
-            self._handle(self._endpointer.model_failed(self._audio_end))
-            return
-        took = (time.perf_counter() - started) * 1000
-        self._model_decisions.append((probability, took))
-        done = probability >= model.threshold
-        log.debug("end of turn: p=%.3f (%s) in %.0f ms", probability, "done" if done else "not done", took)
-        self._handle(self._endpointer.model_decided(self._audio_end, speech_end, done))
+        rate = self._recording.sample_rate
+        start = max(0.0, self._endpointer.onset - self._preroll)
+        bound = self._endpointer.config.max_silence
+        while self._still_paused_after(speech_end):
+            clip = self._recording.clip(start, self._recording.end_time)  # the silence so far is part of the input
+            started = time.perf_counter()
+            try:
+                probability = await model.end_of_turn_probability(resample_int16(clip, rate, MODEL_RATE))
+            except Exception as exc:
+                log.warning("the end-of-turn model failed (%s); ending this turn by silence", exc)
+                self.model_error = str(exc) or type(exc).__name__
+                self._handle(self._endpointer.model_failed(self._audio_end))
+                return
+            took = (time.perf_counter() - started) * 1000
+            self._model_decisions.append((probability, took))
+            done = probability >= model.threshold
+            log.debug("end of turn: p=%.3f (%s) in %.0f ms", probability, "done" if done else "not done", took)
+            if done:
+                waited = time.perf_counter()
+                open_ended = await self._speech_ends_open(speech_end)
+                log.debug("transcript checked in %.0f ms", (time.perf_counter() - waited) * 1000)
+                if open_ended:
+                    log.debug("the transcript stops mid-sentence: waiting for more")
+                    return
+            self._handle(self._endpointer.model_decided(self._audio_end, speech_end, done))
+            if done:
+                return
+            silent_for = self._audio_end - speech_end
+            ask_at = (silent_for // MODEL_REASK + 1) * MODEL_REASK
+            if ask_at >= bound:
+                return
+            await asyncio.sleep(ask_at - silent_for)
+
+    async def _speech_ends_open(self, speech_end: float) -> bool:
+        """Whether the early transcript of the speech up to `speech_end` stops mid-sentence (False when there is
+        none: early transcription off, or it failed)."""
+        while self._early_enabled and self._still_paused_after(speech_end):
+            early = self._early
+            if early is not None and early.speech_end == speech_end:
+                try:
+                    transcript = await asyncio.shield(early.task)
+                except (SttFailure, asyncio.CancelledError):
+                    if _being_cancelled():
+                        raise
+                    return False
+                log.debug("transcript before the pause: %r", transcript.text)
+                return ends_open(transcript.text, self._transcriber.language)
+            if self._pending_early != speech_end or early is None:
+                return False
+            await asyncio.wait({early.task})  # this pause's transcription is queued behind an older one
+        return False
 
     @property
     def _audio_end(self) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from mcp_bridge.models import AudioDeviceError
+from mcp_bridge.converse_types import AudioDeviceError
 
 from . import devices
 from .device_stream import DeviceStream

@@ -37,7 +37,7 @@ from agent.speech.call_options import CallOptions, OptionRefused
 from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
 from agent.speech.turn_model import TurnModel, TurnModelUnavailable, find_model
 from mcp_bridge.cancel_safe import finish
-from mcp_bridge.models import (
+from mcp_bridge.converse_types import (
     AudioDeviceError,
     ConverseRequest,
     ConverseResult,
@@ -49,7 +49,7 @@ from mcp_bridge.models import (
     UnsupportedOption,
     VoiceError,
 )
-from mcp_bridge.transport import TransportHealth
+from mcp_bridge.transport_interface import TransportHealth
 
 from .devices import resolve_device
 from .echo import EchoCanceller
@@ -230,6 +230,7 @@ class _Exchange:
         self.interrupted = False
         self.player: Player | None = None
         self.mic: Microphone | None = None
+        self.echo: EchoCanceller | None = None
         self.speak_task: asyncio.Task[None] | None = None
         self.speak_started: float | None = None
         self.speak_ended: float | None = None
@@ -252,7 +253,7 @@ class _Exchange:
         mic_device = await asyncio.to_thread(resolve_device, self.settings.input_device, "input") if listening else None
         # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
         # tuned to the previous pair lets echo through while it re-adapts (measured; see docs/local-loop.md)
-        echo = EchoCanceller(echo_cancellation=self.settings.echo_cancellation) if listening else None
+        self.echo = echo = EchoCanceller(echo_cancellation=self.settings.echo_cancellation) if listening else None
         self.player = Player(speaker, echo=echo)
         self.mic = Microphone(mic_device, echo=echo) if mic_device is not None else None
         listen_task: asyncio.Task[Heard] | None = None
@@ -312,6 +313,7 @@ class _Exchange:
             on_speech_started=self._on_speech_started,
             early_transcription=self.t.early_transcription,
             turn_model=turn_model,
+            is_echo=self.echo.hears_only_the_assistant if self.echo is not None else None,
         )
 
     def _on_speech_started(self, event: SpeechStarted) -> None:

@@ -1,7 +1,7 @@
 """Fuzzing the bridge↔worker protocol (Hypothesis): whatever a peer sends, nothing crashes, hangs or is lost.
 
 - the decode functions of `agent.protocol` raise only `ProtocolError` (typed, with a wire error code);
-- the worker's real RPC handlers (`agent.worker._register_rpc`: converse, ping, cancel) over the real
+- the worker's real RPC handlers (`agent.converse_rpc.register_rpc`: converse, ping, cancel) over the real
   `ConverseService` answer every payload with a readable response within a bound, and a converse call cancelled
   at a random moment keeps every user turn (returned, or queued for the next call);
 - the bridge's room link reads any progress packet and response stream without raising.
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from livekit import rtc
 
-import agent.worker as worker_module
+import agent.converse_rpc as rpc_module
 from agent.converse_service import ConverseService
 from agent.protocol import (
     PROTOCOL_VERSION,
@@ -38,12 +38,12 @@ from agent.protocol import (
     Progress,
     ProtocolError,
     StreamedBody,
-    StreamInbox,
     Utterance,
     decode_call,
     decode_response_body,
     decode_rpc_response,
 )
+from agent.stream_inbox import StreamInbox
 from mcp_bridge.livekit.link import RoomLink
 from mcp_bridge.livekit.tokens import TokenSource
 
@@ -141,7 +141,7 @@ def test_decoding_a_response_gives_a_model_or_a_protocol_error(payload: str) -> 
 
 
 class RecordingParticipant:
-    """What `_register_rpc` uses of `room.local_participant`: method registration and text streams."""
+    """What `register_rpc` uses of `room.local_participant`: method registration and text streams."""
 
     def __init__(self) -> None:
         self.handlers: dict[str, Callable[[rtc.RpcInvocationData], Awaitable[str]]] = {}
@@ -171,7 +171,7 @@ class Worker:
         self.port.service = self.service
         self.room = RoomStandIn()
         self.inbox = StreamInbox()
-        worker_module._register_rpc(self.room, self.service, self.inbox)  # type: ignore[arg-type]
+        rpc_module.register_rpc(self.room, self.service, self.inbox)  # type: ignore[arg-type]
         self.fed = 0
 
     async def _progress(self, caller: str, packet: Progress) -> None:
@@ -199,7 +199,7 @@ def returned_turns(answer: ConverseOk) -> int:
 @pytest.fixture(autouse=True)
 def short_stream_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     # a call announcing a streamed message that never comes waits this long before `message_missing`
-    monkeypatch.setattr(worker_module, "MESSAGE_STREAM_WAIT", 0.05)
+    monkeypatch.setattr(rpc_module, "MESSAGE_STREAM_WAIT", 0.05)
 
 
 @FUZZ_HANDLERS

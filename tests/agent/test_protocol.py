@@ -16,7 +16,6 @@ from agent.protocol import (
     ProtocolError,
     SpeakOptions,
     StreamedBody,
-    StreamInbox,
     Utterance,
     decode_call,
     decode_response_body,
@@ -25,6 +24,7 @@ from agent.protocol import (
     encode_response,
     utf8_len,
 )
+from agent.stream_inbox import StreamInbox
 
 
 def test_small_call_travels_inline() -> None:

@@ -9,9 +9,9 @@ import math
 
 from agent.config import Settings
 from agent.protocol import LISTEN_MAX_SECONDS, MESSAGE_MAX_CHARS
-from mcp_bridge.models import ConverseRequest, ConverseResult, ProgressCallback, Stage, Timings
+from mcp_bridge.converse_types import ConverseRequest, ConverseResult, ProgressCallback, Stage, Timings
 from mcp_bridge.service import VoiceService
-from mcp_bridge.transport import Transport, TransportHealth
+from mcp_bridge.transport_interface import Transport, TransportHealth
 
 
 class StandInTransport:

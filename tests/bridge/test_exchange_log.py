@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mcp_bridge.converse_types import ConverseResult, Timings, TranscriptionFailed
 from mcp_bridge.exchange_log import ExchangeLog, read_entries
-from mcp_bridge.models import ConverseResult, Timings, TranscriptionFailed
 from mcp_bridge.stats import percentile, summarise
 
 
@@ -93,9 +93,9 @@ async def test_stats_command_prints_json_and_draws_chart(tmp_path: Path) -> None
 
 async def test_a_call_the_client_cancels_is_logged_as_cancelled_not_internal(tmp_path: Path) -> None:
     """`voice-mcp stats` counts errors by code: a client's cancellation is not a bug of ours."""
-    from mcp_bridge.models import ConverseRequest, ProgressCallback
+    from mcp_bridge.converse_types import ConverseRequest, ProgressCallback
     from mcp_bridge.service import VoiceService
-    from mcp_bridge.transport import Transport
+    from mcp_bridge.transport_interface import Transport
     from tests.speech_fixtures import clean_settings
 
     class WaitsForever:

@@ -14,8 +14,7 @@ import pytest
 from mcp import Client
 
 from agent.config import Settings
-from mcp_bridge.livekit.transport import converse_call
-from mcp_bridge.models import (
+from mcp_bridge.converse_types import (
     ConverseRequest,
     ConverseResult,
     ProgressCallback,
@@ -25,6 +24,7 @@ from mcp_bridge.models import (
     build_request,
     no_progress,
 )
+from mcp_bridge.livekit.transport import converse_call
 from mcp_bridge.server import create_server
 from mcp_bridge.service import StatusReport, VoiceService
 from tests.speech_fixtures import clean_settings
@@ -203,8 +203,8 @@ async def test_progress_reaches_the_client_in_stage_order(settings: Settings) ->
 
 
 async def test_a_failing_progress_sink_does_not_cost_the_reply(settings: Settings) -> None:
-    """The service guards progress once (`mcp_bridge.models.guarded`): a sink that raises is only logged."""
-    from mcp_bridge.models import guarded
+    """The service guards progress once (`mcp_bridge.converse_types.guarded`): a sink that raises is only logged."""
+    from mcp_bridge.converse_types import guarded
 
     async def broken(stage: Stage, message: str) -> None:
         raise ConnectionError("client went away")

@@ -131,10 +131,18 @@ async def synthesize(piper: PiperTTS, text: str) -> rtc.AudioFrame:
     return await piper.synthesize(text).collect()
 
 
-async def wait_until(predicate: Callable[[], bool], within: float, what: str, step: float = 0.1) -> None:
+async def wait_until(
+    predicate: Callable[[], bool],
+    within: float,
+    what: str,
+    step: float = 0.1,
+    received: Callable[[], object] | None = None,
+) -> None:
+    """`received`: what arrived instead, shown when the wait times out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+            seen = "" if received is None else f"; received: {received()!r}"
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}{seen}")
         await asyncio.sleep(step)

@@ -217,6 +217,8 @@ class TestUser:
         self.room = room
         self.heard = Heard()
         self.transcripts: list[tuple[str, dict[str, str], str]] = []  # (sender identity, attributes, text)
+        # the deprecated rtc.Transcription packets: (participant identity, segment id, final, text)
+        self.legacy_transcripts: list[tuple[str, str, bool, str]] = []
         self._source = rtc.AudioSource(USER_RATE, 1)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -226,6 +228,7 @@ class TestUser:
         user = cls(room)
         room.on("track_subscribed", user._on_track)
         room.register_text_stream_handler("lk.transcription", user._on_transcription)
+        room.on("transcription_received", user._on_legacy_transcription)
         await room.connect(server.url, server.token(identity, room_name), options=rtc.RoomOptions(auto_subscribe=True))
         track = rtc.LocalAudioTrack.create_audio_track("microphone", user._source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -254,6 +257,17 @@ class TestUser:
             self.transcripts.append((participant_identity, dict(reader.info.attributes or {}), text))
 
         self._spawn(read())
+
+    def _on_legacy_transcription(
+        self, segments: list[rtc.TranscriptionSegment], participant: rtc.Participant | None, _: object
+    ) -> None:
+        identity = participant.identity if participant is not None else ""
+        self.legacy_transcripts.extend((identity, s.id, s.final, s.text) for s in segments)
+
+    @property
+    def microphone_sid(self) -> str:
+        """The sid of the track this user speaks into."""
+        return next(iter(self.room.local_participant.track_publications))
 
     async def speak(self, frame: rtc.AudioFrame, trailing_silence: float = 2.0) -> None:
         """Play `frame` into the room in real time (10 ms frames), then silence so the turn can end."""

@@ -15,9 +15,9 @@ import pytest
 from livekit import rtc
 
 from agent.config import Settings
+from mcp_bridge.converse_types import ConverseRequest, TransportUnavailable, no_progress
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, TransportUnavailable, no_progress
-from mcp_bridge.transports import choose_transport
+from mcp_bridge.transport_choice import choose_transport
 
 from .conftest import wait_until
 from .harness import TestUser, WorkerProcess

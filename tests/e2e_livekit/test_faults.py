@@ -26,8 +26,7 @@ from livekit import api
 
 from agent.config import Settings
 from agent.speech import PiperTTS
-from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import (
+from mcp_bridge.converse_types import (
     ConverseRequest,
     ConverseResult,
     ConverseTimeout,
@@ -36,6 +35,7 @@ from mcp_bridge.models import (
     VoiceError,
     no_progress,
 )
+from mcp_bridge.livekit import LiveKitTransport
 
 from .conftest import synthesize
 from .harness import NETNS_INTERFACE, ServerProcess, TestUser, WorkerProcess, start_server, start_worker

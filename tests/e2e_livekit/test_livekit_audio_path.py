@@ -15,8 +15,8 @@ from livekit import rtc
 from agent.config import Settings
 from agent.protocol import WORKER_IDENTITY_PREFIX
 from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions, Stage
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions, Stage
 
 from .conftest import synthesize, wait_until
 from .harness import USER_RATE, TestUser, WorkerProcess
@@ -38,8 +38,27 @@ class Stages:
         self.events[stage].set()
 
 
+def loud_times(user: TestUser, since: float, level: int = 1000) -> list[float]:
+    """Arrival times of the received chunks louder than `level`, from `since` on."""
+    return [t for t, c in user.heard.chunks if t >= since and c.size and int(np.abs(c.astype(np.int32)).max()) > level]
+
+
 def loud_since(user: TestUser, since: float, level: int = 1000) -> bool:
-    return any(t >= since and c.size and int(np.abs(c.astype(np.int32)).max()) > level for t, c in user.heard.chunks)
+    return bool(loud_times(user, since, level))
+
+
+def seconds_heard_from_first_voice(user: TestUser, since: float) -> float:
+    """How much of the worker's audio the user has received since its voice first reached them after `since`."""
+    loud = loud_times(user, since)
+    if not loud:
+        return 0.0
+    return sum(c.size for t, c in user.heard.chunks if t >= loud[0]) / USER_RATE
+
+
+def voice_ended(user: TestUser, since: float, quiet: float = 0.5) -> bool:
+    """The worker's voice reached the user after `since` and nothing loud has arrived for `quiet` seconds."""
+    loud = loud_times(user, since, level=500)
+    return bool(loud) and time.monotonic() - loud[-1] >= quiet
 
 
 def agent_track_published(user: TestUser) -> bool:
@@ -47,12 +66,6 @@ def agent_track_published(user: TestUser) -> bool:
         participant.identity.startswith(WORKER_IDENTITY_PREFIX) and participant.track_publications
         for participant in user.room.remote_participants.values()
     )
-
-
-def quiet_after_speech(user: TestUser, since: float, quiet: float) -> bool:
-    """Loud audio has been received since `since`, and nothing loud for the last `quiet` seconds of it."""
-    loud = [t for t, c in user.heard.chunks if t >= since and c.size and int(np.abs(c.astype(np.int32)).max()) > 500]
-    return bool(loud) and user.heard.chunks[-1][0] - loud[-1] >= quiet
 
 
 def envelope(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -88,8 +101,8 @@ async def test_the_user_talking_over_the_worker_interrupts_it_and_what_they_said
         call = asyncio.create_task(
             transport.converse(ConverseRequest(message=message, listen=ListenOptions(max_seconds=60)), stages)
         )
-        await wait_until(lambda: loud_since(lk_user, called), 180, "the worker's voice")
-        await asyncio.sleep(1.0)  # well inside the message (about 20 s of speech)
+        # well inside the message (about 20 s of speech): once a second of it has reached the user
+        await wait_until(lambda: seconds_heard_from_first_voice(lk_user, called) >= 1.0, 180, "the worker's voice")
         await lk_user.speak(await synthesize(piper, "Stop, I have heard enough."), trailing_silence=2.5)
         result = await asyncio.wait_for(call, 120)
     finally:
@@ -120,7 +133,7 @@ async def test_the_first_word_after_a_long_quiet_spell_reaches_the_user(
         result = await transport.converse(
             ConverseRequest(message="Bananas are yellow and ripe today.", wait_for_response=False), Stages()
         )
-        await wait_until(lambda: quiet_after_speech(lk_user, called, 0.5), 30, "the message to be heard to its end")
+        await wait_until(lambda: voice_ended(lk_user, called), 30, "the end of the message at the user")
     finally:
         await transport.aclose()
 

@@ -13,9 +13,9 @@ from livekit import rtc
 from agent.config import Settings
 from agent.protocol import PingReply
 from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ConverseTimeout, ListenOptions, Stage, TransportUnavailable
 from mcp_bridge.livekit import LiveKitTransport
 from mcp_bridge.livekit.workers import WorkerHandle
-from mcp_bridge.models import ConverseRequest, ConverseTimeout, ListenOptions, Stage, TransportUnavailable
 
 from .conftest import synthesize, wait_until
 from .harness import USER_RATE, TestUser, WorkerProcess, agent_transcript_text
@@ -217,8 +217,8 @@ async def test_per_call_options_reach_the_worker_cues_voice_and_language(
     import time
 
     from agent.cues import listening_started, listening_stopped
-    from agent.speech.models import BUNDLED_PIPER_VOICE
-    from mcp_bridge.models import SpeakOptions, UnsupportedOption
+    from agent.speech.model_weights import BUNDLED_PIPER_VOICE
+    from mcp_bridge.converse_types import SpeakOptions, UnsupportedOption
 
     transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
     try:

@@ -11,8 +11,8 @@ import pytest
 
 from agent.config import Settings
 from agent.protocol import MAX_INLINE_BYTES, MESSAGE_MAX_CHARS
+from mcp_bridge.converse_types import ConverseRequest, Stage
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, Stage
 
 from .fast_tts import FastTTSServer
 from .harness import TestUser, WorkerProcess

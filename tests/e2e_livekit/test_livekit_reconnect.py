@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import Settings
+from mcp_bridge.converse_types import ConverseRequest, VoiceError, no_progress
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, VoiceError, no_progress
 
 from .conftest import wait_until
 from .harness import TestUser, start_server, start_worker

@@ -11,8 +11,8 @@ import pytest
 
 from agent.config import Settings
 from agent.speech import PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, no_progress
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, no_progress
 
 from .conftest import synthesize, wait_until
 from .fake_llm import FakeChatServer

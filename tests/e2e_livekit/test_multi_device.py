@@ -15,8 +15,8 @@ from livekit import rtc
 from agent.config import Settings
 from agent.history import TOPIC_HISTORY
 from agent.speech import PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions, Stage
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions, Stage
 
 from .conftest import synthesize, wait_until
 from .harness import ServerProcess, TestUser, WorkerProcess

@@ -1,14 +1,15 @@
 """What a LiveKit frontend receives for one user turn: the worker publishes the user's transcript once.
 
-Frontends (the Agents Playground, components-js) build the conversation from `lk.transcription` text streams:
-a segment (`lk.segment_id`) may be updated by interim streams and is closed by one final stream
-(`lk.transcription_final=true`). One spoken turn must be one segment with one final text, however many calls
-and queues it passes through.
+Frontends (the Agents Playground, components-js, our page) build the conversation from `lk.transcription` text
+streams: a segment (`lk.segment_id`) may be updated by interim streams (`lk.transcription_final=false`) and is
+closed by one final stream (`lk.transcription_final=true`). The worker sends a user's transcript on the user's
+behalf: the stream names the user as its sender (livekit-server lets agents do that) and the user's microphone as
+the transcribed track. One spoken turn must be one segment with one final text, however many calls and queues it
+passes through.
 
-Besides the streams, livekit-agents also sends the deprecated `rtc.Transcription` packet while any STANDARD
-participant in the room has a client protocol below 3. The bridge is such a participant (the Python SDK announces
-protocol 2), so in every voice-mcp room each transcript also travels that way; a frontend that renders both shows
-it twice. livekit-agents offers no switch for it (see docs/livekit.md).
+livekit-agents also sends the deprecated `rtc.Transcription` packet while any standard participant announces a
+client protocol below 3 (the Python SDK and livekit-client 2.x announce 2). That is a second, separate channel for
+old frontends, which read it instead of the streams; it too must carry each turn as one closed segment.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import pytest
 
 from agent.config import Settings
 from agent.speech import PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions
 
 from .conftest import synthesize, wait_until
 from .harness import TestUser, WorkerProcess
@@ -32,16 +33,38 @@ pytestmark = [pytest.mark.livekit, pytest.mark.timeout(600)]
 
 FINAL = "lk.transcription_final"
 SEGMENT = "lk.segment_id"
+TRACK = "lk.transcribed_track_id"
 
 
 def user_segments(user: TestUser) -> dict[str, list[tuple[bool, str]]]:
-    """The user's own transcript as the room received it: segment id -> [(final, text), ...] in arrival order."""
+    """The user's own transcript as the room's streams carried it: segment id -> [(final, text), ...] in order."""
     me = user.room.local_participant.identity
     segments: dict[str, list[tuple[bool, str]]] = defaultdict(list)
     for sender, attributes, text in list(user.transcripts):
         if sender == me:
             segments[attributes.get(SEGMENT, "")].append((attributes.get(FINAL) == "true", text))
     return segments
+
+
+def legacy_user_segments(user: TestUser) -> dict[str, list[tuple[bool, str]]]:
+    """The same from the deprecated packets."""
+    me = user.room.local_participant.identity
+    segments: dict[str, list[tuple[bool, str]]] = defaultdict(list)
+    for identity, segment_id, final, text in list(user.legacy_transcripts):
+        if identity == me:
+            segments[segment_id].append((final, text))
+    return segments
+
+
+def finals(segments: dict[str, list[tuple[bool, str]]]) -> list[str]:
+    return [text for parts in segments.values() for final, text in parts if final]
+
+
+def assert_closed_once(segments: dict[str, list[tuple[bool, str]]], turns: int, channel: str) -> None:
+    assert len(finals(segments)) == turns, f"{channel}: one final transcript per turn, got {dict(segments)}"
+    for parts in segments.values():
+        assert sum(final for final, _ in parts) == 1, f"{channel}: a segment is closed once: {parts}"
+        assert parts[-1][0], f"{channel}: nothing follows a segment's final text: {parts}"
 
 
 async def test_each_user_turn_reaches_the_room_as_one_final_transcript(
@@ -60,17 +83,20 @@ async def test_each_user_turn_reaches_the_room_as_one_final_transcript(
             result = await asyncio.wait_for(call, 120)
             assert words(reply) & words(result.text), result.text
         await wait_until(
-            lambda: sum(final for parts in user_segments(lk_user).values() for final, _ in parts) >= len(replies),
+            lambda: len(finals(user_segments(lk_user))) >= len(replies)
+            and len(finals(legacy_user_segments(lk_user))) >= len(replies),
             30,
-            "the final user transcripts",
+            "the final user transcripts on both channels",
+            received=lambda: (lk_user.transcripts, lk_user.legacy_transcripts),
         )
         await asyncio.sleep(2)  # a duplicate would follow the final one at once
     finally:
         await transport.aclose()
 
-    segments = user_segments(lk_user)
-    finals = [text for parts in segments.values() for final, text in parts if final]
-    assert len(finals) == len(replies), f"one final transcript per turn, got {dict(segments)}"
-    for parts in segments.values():
-        assert sum(final for final, _ in parts) == 1, f"a segment is closed once: {parts}"
-        assert parts[-1][0], f"nothing follows a segment's final text: {parts}"
+    streams = user_segments(lk_user)
+    assert_closed_once(streams, len(replies), "lk.transcription streams")
+    assert_closed_once(legacy_user_segments(lk_user), len(replies), "rtc.Transcription packets")
+    for reply, text in zip(replies, finals(streams), strict=True):
+        assert words(reply) & words(text), (reply, text)
+    tracks = {a.get(TRACK) for sender, a, _ in lk_user.transcripts if sender == lk_user.room.local_participant.identity}
+    assert tracks == {lk_user.microphone_sid}, "a user transcript names the microphone it transcribes"

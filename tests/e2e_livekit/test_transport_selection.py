@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from agent.config import Settings
+from mcp_bridge.converse_types import ConverseRequest, ConverseResult, TransportUnavailable, no_progress
 from mcp_bridge.livekit import LiveKitTransport
-from mcp_bridge.models import ConverseRequest, ConverseResult, TransportUnavailable, no_progress
 from mcp_bridge.service import VoiceService
-from mcp_bridge.transport import Transport
-from mcp_bridge.transports import choose_transport
+from mcp_bridge.transport_choice import choose_transport
+from mcp_bridge.transport_interface import Transport
 from tests.audio.pulse import VirtualAudio
 
 from .harness import TestUser, WorkerProcess, free_port

@@ -208,3 +208,22 @@ async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply
     assert len(turns) == 1, [t.text for t in turns]
     said = set(words(turns[0].text))
     assert {"meeting", "thursday", "afternoon"} <= said, turns[0].text
+
+
+async def test_the_detector_asks_again_during_the_pause_and_defers_to_a_transcript_that_stops_mid_sentence() -> None:
+    answers = iter([0.1, 0.2, 0.9])
+    detector = AudioTurnDetector(lambda audio: next(answers), model="test")
+    detector.max_wait = 3.0
+    stream = detector.stream()
+    for frame in frames(np.zeros(RATE, dtype=np.int16)):
+        stream.push_audio(frame)
+    event = await asyncio.wait_for(stream.predict(), 10)
+    assert event.end_of_turn_probability == 0.9  # "not done" twice, then "done" half a second apart each
+    assert stream.prediction_timeout > detector.max_wait  # a slow decision is waited for, never taken as "done"
+
+    assert await stream.unlikely_threshold("en") == detector.threshold
+    detector.heard("We could move the meeting to.")
+    assert await stream.unlikely_threshold("en") > 1.0  # no probability ends a turn that stops on "to"
+    stream.flush("turn committed")
+    assert await stream.unlikely_threshold("en") == detector.threshold
+    await stream.aclose()

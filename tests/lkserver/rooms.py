@@ -236,10 +236,18 @@ class Room:
         kind: models.DataPacket.Kind.ValueType,
         packet: models.DataPacket,
     ) -> None:
-        """Deliver a data packet to its destination identities (everybody else when none)."""
+        """Deliver a data packet to its destination identities (everybody else when none).
+
+        livekit-server's rules (pkg/rtc/participant.go): the sender's identity is stamped on every packet, except
+        on a text stream's header that an agent sends on behalf of another participant (a user's transcript:
+        the header keeps that identity and is marked `generated`); the deprecated `transcription` packet is
+        forwarded only from agents."""
         if sender is not None:
-            packet.participant_identity = sender.identity
-            packet.participant_sid = sender.sid
+            if packet.HasField("transcription") and not sender.is_agent:
+                return
+            if not _sent_on_behalf(sender, packet):
+                packet.participant_identity = sender.identity
+                packet.participant_sid = sender.sid
             if packet.HasField("user"):
                 packet.user.participant_identity = sender.identity
                 packet.user.participant_sid = sender.sid
@@ -264,6 +272,18 @@ class Room:
         self.closed = True
         for p in list(self.participants.values()):
             await self.remove(p, reason)  # the link tells the client why (a LeaveRequest)
+
+
+def _sent_on_behalf(sender: Participant, packet: models.DataPacket) -> bool:
+    """An agent's text stream header naming another participant: it keeps that name, marked as generated."""
+    if not (sender.is_agent and packet.HasField("stream_header")):
+        return False
+    if packet.participant_identity in ("", sender.identity):
+        return False
+    if not packet.stream_header.HasField("text_header"):
+        return False
+    packet.stream_header.text_header.generated = True
+    return True
 
 
 def _log_rpc(sender: Participant | None, packet: models.DataPacket) -> None:

@@ -272,7 +272,25 @@ class Session:
             self._on_mute(req.mute)
         elif which == "update_metadata":
             self._on_update_metadata(req.update_metadata)
-        # subscription, track_setting, sync_state, update_layers, simulate...: nothing to do here
+        elif which == "subscription":
+            self._on_subscription(req.subscription)
+        # track_setting, sync_state, update_layers, simulate...: nothing to do here
+
+    def _on_subscription(self, update: rtc.UpdateSubscription) -> None:
+        """A client subscribing by hand (it joined with auto_subscribe off) or unsubscribing."""
+        wanted = set(update.track_sids)
+        for participant_tracks in update.participant_tracks:
+            wanted.update(participant_tracks.track_sids)
+        if not self.participant.info.permission.can_subscribe and update.subscribe:
+            return
+        for other in self.room.others(self.participant):
+            for sid, track in list(other.tracks.items()):
+                if sid not in wanted:
+                    continue
+                if update.subscribe:
+                    self.room.subscribe(self.participant, track)
+                else:
+                    self.unsubscribe(track)
 
     # -- negotiation ------------------------------------------------------------------------
 

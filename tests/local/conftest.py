@@ -14,8 +14,8 @@ from livekit.agents import vad as lk_vad
 from agent.config import Settings
 from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
 from agent.speech.audio import resample_int16
+from mcp_bridge.converse_types import Stage
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import Stage
 from tests.audio.pulse import VirtualAudio
 from tests.speech_fixtures import clean_settings as make_settings
 from tests.transcripts import wer as wer

@@ -6,8 +6,8 @@ import pytest
 from livekit.agents import vad as lk_vad
 
 from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ListenOptions, SpeakOptions, UnsupportedOption, no_progress
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import ConverseRequest, ListenOptions, SpeakOptions, UnsupportedOption, no_progress
 
 from .conftest import make_settings
 

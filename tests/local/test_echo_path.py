@@ -69,3 +69,24 @@ def test_the_microphone_skips_the_canceller_once_the_speaker_has_been_quiet_for_
     assert path.verdict == "unknown"
     assert not path.speaker_quiet(now=last_loud + ECHO_TAIL / 2)  # its echo may still be arriving
     assert path.speaker_quiet(now=last_loud + ECHO_TAIL + 0.01)
+
+
+def test_the_assistants_own_echo_is_explained_and_a_user_talking_over_it_is_not() -> None:
+    render = speech_envelope(4.0, 6)
+    delay = 18
+    echo = np.concatenate([np.full(delay, 0.0), render[:-delay] * 0.3]) + 20
+    only_echo = EchoPath()
+    run(only_echo, render, echo)
+    assert only_echo.explains_microphone()  # residual echo must not count as a barge-in
+
+    user = speech_envelope(4.0, 7) * 0.8
+    talking_over = EchoPath()
+    run(talking_over, render, echo + np.concatenate([np.zeros(300), user[300:]]))  # the user starts at 3 s
+    assert not talking_over.explains_microphone()
+
+
+def test_without_an_echo_path_nothing_is_explained_by_the_speaker() -> None:
+    render = speech_envelope(3.0, 8)
+    headphones = EchoPath()
+    run(headphones, render, np.concatenate([np.zeros(200), speech_envelope(1.0, 9)]))  # quiet, then the user
+    assert headphones.verdict == "none" and not headphones.explains_microphone()

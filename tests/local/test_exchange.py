@@ -6,7 +6,11 @@ No wall-clock limits are asserted: waits are bounded only so that a broken loop 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import threading
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +19,8 @@ from livekit import rtc
 from livekit.agents import vad as lk_vad
 
 from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.converse_types import ConverseRequest, ConverseResult, ListenOptions, ProviderError, SpeakOptions, Stage
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import ConverseRequest, ConverseResult, ListenOptions, ProviderError, SpeakOptions, Stage
 from tests.audio.pulse import VirtualAudio
 
 from .conftest import Progress, SpeakPcm, make_settings, voiced_seconds, wer
@@ -39,6 +43,28 @@ async def transcribe(stt: FasterWhisperSTT, pcm: np.ndarray) -> str:
     frame = rtc.AudioFrame(pcm.astype(np.int16).tobytes(), 16000, 1, pcm.size)
     event = await stt.recognize([frame])
     return event.alternatives[0].text if event.alternatives else ""
+
+
+@contextlib.contextmanager
+def echo_verdict(starts_with: str) -> Iterator[threading.Event]:
+    """Set once the echo-path check (`mcp_bridge.local.echo`, on PortAudio's threads) logs a verdict line
+    starting with `starts_with`."""
+    seen = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith(starts_with):
+                seen.set()
+
+    logger = logging.getLogger("mcp_bridge.local.echo")
+    handler, level = Watch(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def play_reply_when(event: asyncio.Event, audio: VirtualAudio, pcm: np.ndarray, delay: float) -> None:
@@ -116,10 +142,11 @@ async def test_headphones_with_default_settings_the_user_can_interrupt(
     reply = await speak_pcm(REPLY)
     message_seconds = voiced_seconds(await speak_pcm(LONG_MESSAGE))
     request = ConverseRequest(message=LONG_MESSAGE, listen=ListenOptions(max_seconds=30, silence_ms=800))
-    with virtual_audio.record_speaker() as speaker:
+    with echo_verdict("no echo path") as no_echo_path, virtual_audio.record_speaker() as speaker:
         task = asyncio.create_task(converse(transport, request, progress))
         assert await asyncio.to_thread(speaker.wait_for_sound, 60.0), "the message never reached the speaker"
-        await asyncio.sleep(2.0)
+        # the user talks once the check has found no echo path (after about a second of the assistant's voice)
+        assert await asyncio.to_thread(no_echo_path.wait, 60.0), "the echo-path check gave no verdict"
         assert not task.done()
         await asyncio.to_thread(virtual_audio.play_into_mic, reply)
         result = await asyncio.wait_for(task, timeout=BOUND)

@@ -22,8 +22,8 @@ from livekit.agents.utils import AudioBuffer
 
 from agent.speech import FasterWhisperSTT, PiperTTS
 from agent.speech.audio import resample_int16
+from mcp_bridge.converse_types import AudioDeviceError, ConverseRequest, ListenOptions, Stage, TranscriptionFailed
 from mcp_bridge.local import LocalTransport
-from mcp_bridge.models import AudioDeviceError, ConverseRequest, ListenOptions, Stage, TranscriptionFailed
 from tests.audio.pulse import VirtualAudio, start_virtual_audio, stop_virtual_audio
 
 from .conftest import Progress, SpeakPcm, make_settings, wer
@@ -120,7 +120,7 @@ _NO_DEVICE_SCRIPT = """
 import asyncio, json
 from agent.config import load_settings
 from mcp_bridge.local.transport import LocalTransport
-from mcp_bridge.models import AudioDeviceError, ConverseRequest, no_progress
+from mcp_bridge.converse_types import AudioDeviceError, ConverseRequest, no_progress
 
 async def main():
     t = LocalTransport(load_settings(env_file=None), stt=None, tts=None, vad=None)

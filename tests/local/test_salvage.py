@@ -18,9 +18,9 @@ from livekit.agents import vad as lk_vad
 from mcp import Client
 
 from agent.speech import FasterWhisperSTT, PiperTTS
+from mcp_bridge.converse_types import AudioDeviceError, ConverseRequest, ListenOptions, Stage
 from mcp_bridge.local import LocalTransport
 from mcp_bridge.local.recording import fallback_dir, prune, save_failed_reply
-from mcp_bridge.models import AudioDeviceError, ConverseRequest, ListenOptions, Stage
 from mcp_bridge.server import create_server
 from tests.audio.pulse import VirtualAudio, start_virtual_audio, stop_virtual_audio
 from tests.speech.openai_compatible_server import closed_port_url

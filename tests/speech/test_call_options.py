@@ -8,7 +8,7 @@ from livekit.agents import tts
 from agent.protocol import SpeakOptions
 from agent.speech import EspeakTTS, FasterWhisperSTT, PiperTTS, build_tts, provider_label
 from agent.speech.call_options import OptionRefused, call_options
-from agent.speech.models import BUNDLED_PIPER_VOICE
+from agent.speech.model_weights import BUNDLED_PIPER_VOICE
 from tests.speech_fixtures import clean_settings
 
 TEXT = "Checking the voice."

@@ -10,7 +10,7 @@ from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APITimeoutError, stt, tts
 
 from agent.speech import build_one_stt, build_stt, build_tts, provider_label, provider_labels
-from agent.speech.builders import FallbackSTT
+from agent.speech.failover import FallbackSTT
 from tests.speech_fixtures import clean_settings
 
 from .conftest import SENTENCE

@@ -124,6 +124,44 @@ async def test_text_and_byte_streams_arrive_whole(server, livekit_connect, livek
     assert blobs == [payload]
 
 
+async def test_only_an_agent_may_send_a_text_stream_on_behalf_of_another(
+    server, livekit_connect, livekit_room_name
+):
+    """livekit-server's rule: an agent publishes a user's transcript under the user's identity; anybody else's
+    packets carry the sender's own identity, and only agents' legacy transcriptions pass."""
+    alice = await livekit_connect(server, "alice", livekit_room_name)
+    agent = await livekit_connect(server, "agent-1", livekit_room_name, kind="agent")
+    mallory = await livekit_connect(server, "mallory", livekit_room_name)
+    received: list[tuple[str, str]] = []  # (sender as the handler is told, text)
+    legacy: list[str] = []
+
+    async def read(reader: rtc.TextStreamReader, sender: str) -> None:
+        received.append((sender, await reader.read_all()))
+
+    alice.register_text_stream_handler("lk.transcription", lambda r, who: asyncio.ensure_future(read(r, who)))
+    alice.on("transcription_received", lambda segments, *_: legacy.extend(s.text for s in segments))
+    await eventually(lambda: {"agent-1", "mallory"} <= set(alice.remote_participants))
+
+    for sender, text in ((agent, "from the agent"), (mallory, "from mallory")):
+        writer = await sender.local_participant.stream_text(topic="lk.transcription", sender_identity="alice")
+        await writer.write(text)
+        await writer.aclose()
+        transcription = rtc.Transcription(
+            participant_identity="alice",
+            track_sid="TR_none",
+            segments=[
+                rtc.TranscriptionSegment(id="SG_1", text=text, start_time=0, end_time=0, final=True, language="")
+            ],
+        )
+        await sender.local_participant.publish_transcription(transcription)
+
+    await eventually(lambda: len(received) == 2)
+    assert sorted(received) == [("alice", "from the agent"), ("mallory", "from mallory")]
+    await eventually(lambda: legacy)
+    await asyncio.sleep(0.5)  # mallory's packet, sent after the agent's, would have arrived by now
+    assert legacy == ["from the agent"]
+
+
 async def test_attribute_and_metadata_changes_are_announced(server, livekit_connect, livekit_room_name):
     alice = await livekit_connect(server, "alice", livekit_room_name, can_update_own_metadata=True)
     bob = await livekit_connect(server, "bob", livekit_room_name)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from agent.config import Settings
 
+from .converse_types import RequestedTransport, TransportUnavailable, VoiceError
 from .livekit import LiveKitTransport
-from .models import RequestedTransport, TransportUnavailable, VoiceError
-from .transport import Transport
+from .transport_interface import Transport
 
 NOT_CONFIGURED_HINT = "set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
 

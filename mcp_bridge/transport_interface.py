@@ -6,7 +6,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from .models import ConverseRequest, ConverseResult, ProgressCallback, TransportName
+from .converse_types import ConverseRequest, ConverseResult, ProgressCallback, TransportName
 
 
 class TransportHealth(BaseModel):

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 TransportName = Literal["local", "livekit"]
 RequestedTransport = Literal["auto", "local", "livekit"]
-"""What a caller may ask for: a transport, or `auto` (see `mcp_bridge.transports.choose_transport`)."""
+"""What a caller may ask for: a transport, or `auto` (see `mcp_bridge.transport_choice.choose_transport`)."""
 
 
 class Stage(StrEnum):
