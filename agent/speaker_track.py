@@ -8,10 +8,12 @@ While the track comes back the room output is paused, so TTS synthesis goes on b
 track nobody has subscribed to yet: the first word is never lost; the wait (publishing plus the subscriber's
 subscription, bounded by `RESUBSCRIBE_WAIT`) overlaps the synthesis of the first sentence.
 
-NOT WIRED INTO THE WORKER YET: in the end-to-end test "the first word after a long quiet spell" the user heard
-"an anniversary" for "Bananas are" on an overloaded machine — the onset of the first word after the track came
-back was lost. A lead-in of silence into the source before `resume()` is the next thing to try; until a run shows
-the first word whole, the worker keeps its track published (docs/performance.md).
+NOT WIRED INTO THE WORKER YET: the onset of the first word after the track comes back is lost. Judged on the audio
+the user receives (not on Whisper's reading of it), the new track's first frame already carries the middle of the
+first syllable: about 100 ms are gone ("Bananas are" was heard as "as our", "and as are", "nanas are") although the
+output waited for the subscription — the subscriber's media path is not ready when the server reports it. A lead-in
+of silence into the source before `resume()` is the next thing to try (it delays the first word by as much);
+until a run shows the first word whole, the worker keeps its track published (docs/performance.md).
 
 It works on livekit-agents' RoomIO audio output (`room_io.audio_output`): the track is re-created over the same
 `rtc.AudioSource`, with the same name and publish options.

@@ -221,12 +221,14 @@ class TestUser:
         self.legacy_transcripts: list[tuple[str, str, bool, str]] = []
         self._source = rtc.AudioSource(USER_RATE, 1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: dict[str, rtc.AudioStream] = {}
 
     @classmethod
     async def join(cls, server: ServerProcess, room_name: str, identity: str = "alice") -> TestUser:
         room = rtc.Room()
         user = cls(room)
         room.on("track_subscribed", user._on_track)
+        room.on("track_unsubscribed", user._on_track_gone)
         room.register_text_stream_handler("lk.transcription", user._on_transcription)
         room.on("transcription_received", user._on_legacy_transcription)
         await room.connect(server.url, server.token(identity, room_name), options=rtc.RoomOptions(auto_subscribe=True))
@@ -244,7 +246,18 @@ class TestUser:
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._spawn(self._record(rtc.AudioStream(track, sample_rate=USER_RATE, num_channels=1)))
+            stream = rtc.AudioStream(track, sample_rate=USER_RATE, num_channels=1)
+            self._streams[publication.sid] = stream
+            self._spawn(self._record(stream))
+
+    def _on_track_gone(
+        self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        """A track that is gone is no longer heard: its stream would go on yielding silence between the frames of
+        the track that replaces it (the worker unpublishes its track while quiet)."""
+        stream = self._streams.pop(publication.sid, None)
+        if stream is not None:
+            self._spawn(stream.aclose())
 
     async def _record(self, stream: rtc.AudioStream) -> None:
         async for event in stream:
