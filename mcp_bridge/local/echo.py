@@ -54,10 +54,10 @@ LOUD_RENDER = 300.0
 """int16 RMS of a speaker bin that counts as the assistant speaking."""
 QUIET_CAPTURE = 150.0
 """int16 RMS (about -47 dBFS) below which the raw microphone counts as hearing nothing of the assistant."""
-ECHO_TAIL = MAX_LAG
+ECHO_TAIL = 0.3
 """Seconds after the last loud speaker audio left the speaker (by PortAudio's clock) during which its echo can still
-reach the microphone: the largest delay looked for, which also covers room reverberation and a stream clock that
-is off by a little; after that there is nothing to cancel."""
+reach the microphone through the room (reverberation included; the streams' buffering is in the clock). Where an
+echo path was found, its measured delay is added. After that there is nothing to cancel."""
 SPEECH_WINDOW = 0.8
 """Seconds of microphone judged by `explains_microphone` (a barge-in candidate is 0.25 s of speech and more)."""
 ECHO_MAX_LAG = 2.0
@@ -91,6 +91,8 @@ class EchoPath:
         self.verdict: Verdict = "unknown"
         self.correlation: float | None = None
         self._last_loud_render: float | None = None
+        self.echo_delay = 0.0
+        """The speaker → microphone delay of the echo path found (seconds; 0 while none was found)."""
 
     def render(self, rms: float, now: float | None = None) -> None:
         now = time.perf_counter() if now is None else now
@@ -100,10 +102,11 @@ class EchoPath:
         self._add(self._render_history, rms, now, keep=SPEECH_WINDOW + ECHO_MAX_LAG)
 
     def speaker_quiet(self, now: float | None = None) -> bool:
-        """True when nothing loud has left the speaker for `ECHO_TAIL` seconds before `now` (so no echo can arrive)."""
+        """True when nothing loud has left the speaker for `ECHO_TAIL` (plus a found echo path's delay) before `now`,
+        so no echo can arrive any more."""
         last = self._last_loud_render
         now = time.perf_counter() if now is None else now
-        return last is None or now - last > ECHO_TAIL
+        return last is None or now - last > ECHO_TAIL + self.echo_delay
 
     def capture(self, rms: float, now: float | None = None) -> Verdict:
         now = time.perf_counter() if now is None else now
@@ -181,15 +184,18 @@ class EchoPath:
         heard = self._bins(capture, start + MAX_LAG, n)
         if (spoken > LOUD_RENDER).sum() * BIN < self._decide_after:
             return  # the assistant has not said enough in the window to judge
-        best = -1.0
+        best, best_lag = -1.0, 0
         for lag in range(n_lag + 1):
             # the microphone at time t may hear what the speaker played at t - lag
             reference = spoken[n_lag - lag : n_lag - lag + n]
             if reference.std() < 1e-6 or heard.std() < 1e-6:
                 continue
-            best = max(best, float(np.corrcoef(reference, heard)[0, 1]))
+            correlation = float(np.corrcoef(reference, heard)[0, 1])
+            if correlation > best:
+                best, best_lag = correlation, lag
         self.correlation = best
         if best >= self._echo_corr and float(np.percentile(heard, 90)) >= QUIET_CAPTURE:
+            self.echo_delay = max(self.echo_delay, best_lag * BIN)
             if self.verdict != "echo":
                 log.info("echo path found (speaker → microphone correlation %.2f): echo cancellation stays on", best)
             self.verdict = "echo"

@@ -90,3 +90,15 @@ def test_without_an_echo_path_nothing_is_explained_by_the_speaker() -> None:
     headphones = EchoPath()
     run(headphones, render, np.concatenate([np.zeros(200), speech_envelope(1.0, 9)]))  # quiet, then the user
     assert headphones.verdict == "none" and not headphones.explains_microphone()
+
+
+def test_a_found_echo_path_lengthens_the_tail_by_its_delay() -> None:
+    render = speech_envelope(3.0, 7)
+    delay = 18  # 180 ms from the speaker to the microphone
+    capture = np.concatenate([np.full(delay, 20.0), render[:-delay] * 0.3]) + 20
+    path = EchoPath()
+    run(path, render, capture)
+    assert path.verdict == "echo" and abs(path.echo_delay - 0.18) <= 0.04, path.echo_delay
+    last_loud = max(i for i, r in enumerate(render) if r > LOUD_RENDER) / 100
+    assert not path.speaker_quiet(now=last_loud + ECHO_TAIL + 0.1)  # the delayed echo is still arriving
+    assert path.speaker_quiet(now=last_loud + ECHO_TAIL + path.echo_delay + 0.01)
