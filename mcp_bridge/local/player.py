@@ -30,6 +30,8 @@ PREFERRED_RATES = (48000, 24000, 44100, 32000, 16000)
 OUTPUT_LATENCY = 0.15
 """Seconds of audio PortAudio keeps queued: enough that a busy CPU (speech models share it) causes no underruns;
 `stop()` still silences within about this long."""
+MAX_OUTPUT_LATENCY = 2.0
+"""A reported output latency above this is taken as a bogus clock (counted as none)."""
 
 
 class Player(DeviceStream):
@@ -49,6 +51,7 @@ class Player(DeviceStream):
         self._ended = False
         self._stopped = False
         self._drained = asyncio.Event()
+        self._audible_until = 0.0  # perf_counter time at which the last sample of the piece leaves the speaker
         self._resamplers: dict[tuple[int, int], rtc.AudioResampler] = {}
         self._generation = 0
         self._error: str | None = None
@@ -75,6 +78,7 @@ class Player(DeviceStream):
             self._stopped = False
             self._ended = False
             self._generation += 1
+            self._audible_until = 0.0
         self._drained.clear()
 
     def push(self, frame: rtc.AudioFrame, *, echo_reference: bool = True) -> None:
@@ -135,15 +139,21 @@ class Player(DeviceStream):
         return self._stopped
 
     async def wait_done(self) -> None:
-        """Until the current piece has played (or was stopped). Raises `AudioDeviceError` if the device stalls."""
+        """Until the current piece has played — come out of the speaker, not only been handed to the device — or was
+        stopped. Raises `AudioDeviceError` if the device stalls."""
         while True:
             self._check_health()
             try:
                 async with asyncio.timeout(0.25):  # not wait_for: in 3.11 it can swallow a cancellation
                     await self._drained.wait()
-                return
+                break
             except TimeoutError:
                 continue
+        # The device's buffer still holds the end (PulseAudio: often 0.1–1 s): until then the user is still hearing
+        # it, and "listening" would start before they could answer (the canceller then damps their first words).
+        remaining = self._audible_until - time.perf_counter()
+        if remaining > 0 and not self._stopped:
+            await asyncio.sleep(min(remaining, MAX_OUTPUT_LATENCY))
 
     def _check_health(self) -> None:
         if self._error is None:
@@ -180,18 +190,21 @@ class Player(DeviceStream):
             finished = self._ended and self._queued == 0
             generation = self._generation
         out[written:] = 0
+        dac, current = stream_time(times, "outputBufferDacTime"), stream_time(times, "currentTime")
+        latency = dac - current if dac is not None and current is not None else 0.0
+        latency = latency if 0.0 <= latency < MAX_OUTPUT_LATENCY else 0.0
         if written:
             self.played_samples += written
             if self.first_audio_at is None:
-                latency = times.outputBufferDacTime - times.currentTime
-                self.first_audio_at = now + (latency if 0.0 <= latency < 1.0 else 0.0)
+                self.first_audio_at = now + latency
+        if finished:
+            self._audible_until = now + latency + written / self.sample_rate
         if self._echo is not None:
             try:
-                self._echo.set_output_delay(times.outputBufferDacTime - times.currentTime)
+                self._echo.set_output_delay(latency)
             except Exception:
                 pass
             step = self.sample_rate // 100
-            dac = stream_time(times, "outputBufferDacTime")
             for start in range(0, frames - step + 1, step):
                 render = rtc.AudioFrame(
                     bytearray(reference[start:start + step].tobytes()), self.sample_rate, 1, step
