@@ -21,6 +21,7 @@ from collections.abc import Callable
 import pytest
 
 from agent.config import Settings
+from agent.protocol import WORKER_IDENTITY_PREFIX
 from agent.speech import PiperTTS
 from mcp_bridge.converse_types import ConverseRequest, ListenOptions
 from mcp_bridge.livekit import LiveKitTransport
@@ -89,7 +90,18 @@ async def test_each_user_turn_reaches_the_room_as_one_final_transcript(
             "the final user transcripts on both channels",
             received=lambda: (lk_user.transcripts, lk_user.legacy_transcripts),
         )
-        await asyncio.sleep(2)  # a duplicate would follow the final one at once
+        # An ordering barrier instead of a wait for nothing: the worker's transcript of its next message travels the
+        # same ordered data channel, so once it is here, any copy of the users' finals sent before it is here too.
+        await transport.converse(ConverseRequest(message="Thanks, that is all.", wait_for_response=False), StageLog())
+        await wait_until(
+            lambda: any(
+                sender.startswith(WORKER_IDENTITY_PREFIX) and "thanks" in text.lower()
+                for sender, _, text in lk_user.transcripts
+            ),
+            60,
+            "the worker's transcript of its next message",
+            received=lambda: lk_user.transcripts,
+        )
     finally:
         await transport.aclose()
 
