@@ -14,6 +14,7 @@ import sys
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import numpy as np
@@ -163,6 +164,16 @@ async def wait_for_line(page: Page, classes: str, who: str, including: str = "",
     )
 
 
+async def converse_over_room(client: Client, message: str) -> tuple[dict[str, Any], set[str]]:
+    """One `converse` through the room that must hear the user: its result, and every word it returned (the reply
+    and any turns queued before the call)."""
+    result = await client.call_tool("converse", {"message": message, "transport": "livekit", "listen_duration_max": 60})
+    assert not result.is_error, result.content
+    content = result.structured_content or {}
+    assert content["transport"] == "livekit" and content["heard_speech"] is True, content
+    return content, words(" ".join([*content.get("earlier", []), content["text"]]))
+
+
 async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
     lk_server: ServerProcess, lk_worker: WorkerProcess, lk_room: str, browser: Browser, tmp_path: Path
 ) -> None:
@@ -192,15 +203,7 @@ async def test_a_phone_joins_with_a_link_and_its_speech_answers_converse(
         )
         async with Client(bridge(service), read_timeout_seconds=300) as client:
             # said while no converse waited: kept, and returned by the next converse
-            result = await client.call_tool(
-                "converse",
-                {"message": "The refactoring is done. What should I do next?", "transport": "livekit",
-                 "listen_duration_max": 60},
-            )
-            assert not result.is_error, result.content
-            content = result.structured_content or {}
-            assert content["transport"] == "livekit" and content["heard_speech"] is True, content
-            heard = words(" ".join([*content.get("earlier", []), content["text"]]))
+            content, heard = await converse_over_room(client, "The refactoring is done. What should I do next?")
             # the relay's audio fidelity is limited today: most, not all, of the phrase must come through
             assert len(heard & words(PHRASE)) >= 3, content
 
@@ -282,13 +285,7 @@ async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answe
         assert await phone.get_attribute("#mute", "aria-pressed") == "true"
 
         async with Client(bridge(service), read_timeout_seconds=300) as client:
-            result = await client.call_tool(
-                "converse", {"message": FIRST_MESSAGE, "transport": "livekit", "listen_duration_max": 60}
-            )
-            assert not result.is_error, result.content
-            content = result.structured_content or {}
-            assert content["transport"] == "livekit" and content["heard_speech"] is True, content
-            heard = words(" ".join([*content.get("earlier", []), content["text"]]))
+            content, heard = await converse_over_room(client, FIRST_MESSAGE)
             assert len(heard & words(PHRASE)) >= 3, content
             await wait_for_line(phone, ".assistant", "Assistant", "refactoring", 120_000)
 
@@ -314,13 +311,7 @@ async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answe
             await wait_until(
                 lambda: lk_worker.output().count(QUEUED) > queued_before, 120, "the desktop's turn to be queued"
             )
-            result = await client.call_tool(
-                "converse", {"message": SECOND_MESSAGE, "transport": "livekit", "listen_duration_max": 60}
-            )
-            assert not result.is_error, result.content
-            content = result.structured_content or {}
-            assert content["transport"] == "livekit" and content["heard_speech"] is True, content
-            heard = words(" ".join([*content.get("earlier", []), content["text"]]))
+            content, heard = await converse_over_room(client, SECOND_MESSAGE)
             assert len(heard & words(SECOND_PHRASE)) >= 3, content
             assert not heard & first_only, content  # the muted phone was not heard again
             try:
