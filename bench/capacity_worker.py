@@ -123,12 +123,57 @@ class TreeMeter:
                 rss += info.rss
         return pss / 2**20, rss / 2**20
 
+    def thread_seconds(self) -> dict[tuple[int, int], tuple[str, float]]:
+        """(pid, tid) → (thread name, CPU seconds) for every thread of the tree (/proc/PID/task/TID)."""
+        times: dict[tuple[int, int], tuple[str, float]] = {}
+        for proc in self._procs():
+            with contextlib.suppress(Exception):
+                for thread in proc.threads():
+                    name = "?"
+                    with contextlib.suppress(OSError):
+                        name = Path(f"/proc/{proc.pid}/task/{thread.id}/comm").read_text().strip()
+                    times[(proc.pid, thread.id)] = (name, thread.user_time + thread.system_time)
+        return times
+
+    def roles(self) -> dict[int, str]:
+        """pid → what the process is: the worker, its forkserver/helpers, or a job process (busy or spare)."""
+        roles: dict[int, str] = {}
+        for proc in self._procs():
+            with contextlib.suppress(Exception):
+                if proc.pid == self._root.pid:
+                    roles[proc.pid] = "worker"
+                elif proc.ppid() == self._root.pid:  # job processes are forked by livekit's forkserver
+                    cmd = " ".join(proc.cmdline())
+                    roles[proc.pid] = "resource_tracker" if "resource_tracker" in cmd else "forkserver"
+                else:
+                    roles[proc.pid] = "job"
+        return roles
+
     async def cpu_percent(self, seconds: float) -> float:
         start, t0 = self.cpu_seconds(), time.monotonic()
         await asyncio.sleep(seconds)
         end, elapsed = self.cpu_seconds(), time.monotonic() - t0
         used = sum(value - start.get(pid, 0.0) for pid, value in end.items())
         return used / elapsed * 100
+
+    async def cpu_split(self, seconds: float) -> tuple[float, list[dict[str, Any]]]:
+        """The tree's CPU over `seconds` (percent of one core) and its split by process and thread name."""
+        start, t0 = self.thread_seconds(), time.monotonic()
+        await asyncio.sleep(seconds)
+        end, elapsed = self.thread_seconds(), time.monotonic() - t0
+        roles = self.roles()
+        per_thread: dict[tuple[int, str], float] = {}
+        for key, (name, value) in end.items():
+            before = start.get(key)
+            used = value - (before[1] if before is not None else 0.0)
+            per_thread[(key[0], name)] = per_thread.get((key[0], name), 0.0) + used / elapsed * 100
+        processes: list[dict[str, Any]] = []
+        for pid in sorted({pid for pid, _ in per_thread}):
+            threads = {n: round(v, 2) for (p, n), v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if p == pid}
+            processes.append(
+                {"pid": pid, "role": roles.get(pid, "gone"), "cpu": round(sum(threads.values()), 2), "threads": threads}
+            )
+        return sum(p["cpu"] for p in processes), processes
 
 
 async def _dispatch(server: ServerProcess, room: str) -> None:
@@ -170,9 +215,11 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
         assert await users.expect(180) == "ready"
         meter = TreeMeter(worker.proc.pid)
         await asyncio.sleep(SETTLE * 2)  # the prewarmed job process finishes loading
-        base_cpu = await meter.cpu_percent(seconds)
+        base_cpu, base_split = await meter.cpu_split(seconds)
         base_pss, base_rss = meter.memory_mb()
-        results.append({"rooms": 0, "cpu_percent": base_cpu, "pss_mb": base_pss, "rss_mb": base_rss})
+        results.append(
+            {"rooms": 0, "cpu_percent": base_cpu, "pss_mb": base_pss, "rss_mb": base_rss, "processes": base_split}
+        )
         rooms = 0
         names: list[str] = []
         first_eos: float | None = None
@@ -200,7 +247,7 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
                 row["untranscribed"] = sum(r["untranscribed"] for r in answer["rooms"])
                 row["replies"] = sum(r["replies"] for r in answer["rooms"])
             else:
-                row["cpu_percent"] = await meter.cpu_percent(seconds)
+                row["cpu_percent"], row["processes"] = await meter.cpu_split(seconds)
             row["pss_mb"], row["rss_mb"] = meter.memory_mb()
             row["cpu_per_room"] = (row["cpu_percent"] - base_cpu) / rooms
             row["pss_per_room_mb"] = (row["pss_mb"] - base_pss) / rooms
@@ -253,9 +300,10 @@ def _rows(phase: Phase, results: list[dict[str, Any]]) -> list[Measurement]:
 async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) -> list[Measurement]:
     logs = out / "logs" / time.strftime("capacity-worker-%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
-    idle = await run_phase("idle", steps, seconds, logs)
-    talking = await run_phase("talking", steps, seconds, logs)
-    rows = _rows("idle", idle) + _rows("talking", talking)
+    phases = os.environ.get("BENCH_WORKER_PHASES", "idle,talking").split(",")
+    idle = await run_phase("idle", steps, seconds, logs) if "idle" in phases else []
+    talking = await run_phase("talking", steps, seconds, logs) if "talking" in phases else []
+    rows = (_rows("idle", idle) if idle else []) + (_rows("talking", talking) if talking else [])
     idle_rows = idle[1:]
     largest = idle_rows[-1] if idle_rows else None
     sustained = [r["rooms"] for r in talking[1:] if r.get("sustained")]

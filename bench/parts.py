@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,8 @@ async def _worker(ctx: Context) -> list[Measurement]:
     from .capacity_worker import run_worker_capacity
 
     steps = [1, 2] if ctx.quick else [1, 2, 4, 8, 12, 16, 20, 24]
+    if os.environ.get("BENCH_WORKER_STEPS"):  # e.g. "1" or "1,2": a small run on a shared machine
+        steps = [int(n) for n in os.environ["BENCH_WORKER_STEPS"].split(",")]
     return await run_worker_capacity(steps=steps, seconds=ctx.n(20.0, 8.0), out=ctx.out)
 
 
