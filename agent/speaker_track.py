@@ -1,6 +1,6 @@
 """The agent's audio track is published only while the agent has something to say.
 
-A published WebRTC audio track keeps capturing and Opus-encoding silence between utterances: about 2.6 % of a
+A published WebRTC audio track keeps capturing and Opus-encoding silence between utterances: about 4 % of a
 core per room on the 2-core test machine (docs/performance.md), while muting the track saves nothing (libwebrtc
 still encodes). `SpeakerTrack` unpublishes the agent's track once it has been quiet for `IDLE_SECONDS`, and
 publishes it again when the next speech is created (`speech_created`: `say()` for converse, the LLM's replies).
@@ -8,12 +8,12 @@ While the track comes back the room output is paused, so TTS synthesis goes on b
 track nobody has subscribed to yet: the first word is never lost; the wait (publishing plus the subscriber's
 subscription, bounded by `RESUBSCRIBE_WAIT`) overlaps the synthesis of the first sentence.
 
-NOT WIRED INTO THE WORKER YET: the onset of the first word after the track comes back is lost. Judged on the audio
-the user receives (not on Whisper's reading of it), the new track's first frame already carries the middle of the
-first syllable: about 100 ms are gone ("Bananas are" was heard as "as our", "and as are", "nanas are") although the
-output waited for the subscription — the subscriber's media path is not ready when the server reports it. A lead-in
-of silence into the source before `resume()` is the next thing to try (it delays the first word by as much);
-until a run shows the first word whole, the worker keeps its track published (docs/performance.md).
+The first word after the track comes back: the server reports the subscription before the subscriber can play
+the new track, and what arrives meanwhile is never heard (about 100 ms of "Bananas are" on an overloaded machine).
+The output therefore resumes only `LEAD_IN_SECONDS` after the subscription, the track carrying silence meanwhile
+(judged by `tests/e2e_livekit/test_livekit_audio_path.py` on the audio the user receives). A track is never
+taken away while a speech is under way or before anybody has subscribed to it (livekit's output still waits on
+that first subscription).
 
 It works on livekit-agents' RoomIO audio output (`room_io.audio_output`): the track is re-created over the same
 `rtc.AudioSource`, with the same name and publish options.
@@ -32,11 +32,18 @@ from livekit.agents.voice.events import AgentStateChangedEvent, SpeechCreatedEve
 
 logger = logging.getLogger(__name__)
 
-IDLE_SECONDS = 5.0
-"""Quiet time after which the track is unpublished (short gaps between converse calls keep it)."""
+IDLE_SECONDS = 15.0
+"""Quiet time after which the track is unpublished: the user's reply and the assistant's thinking between two
+converse calls usually fit in it, so only a room quiet for longer pays the track's return before its first word."""
 
 RESUBSCRIBE_WAIT = 5.0
 """At most this long the output waits for the re-published track's subscriber before it plays anyway."""
+
+LEAD_IN_SECONDS = 0.5
+"""Silence the re-published track carries before the speech. The server reports the subscription before the
+subscriber can play the new track: its stream existed 250–320 ms later in the end-to-end test at load 6–9, and
+600–700 ms later with the whole test squeezed into half a core; whatever arrives before that is never heard.
+The wait overlaps the synthesis of the first sentence (docs/performance.md, rows `first_audio_room_*_after_quiet`)."""
 
 
 class SpeakerTrack:
@@ -99,8 +106,15 @@ class SpeakerTrack:
 
     def _on_idle(self) -> None:
         self._idle_timer = None
-        if self._session.agent_state != "speaking":
-            self._spawn(self._unpublish(self._speeches))
+        if self._session.agent_state == "speaking" or self._session.current_speech is not None:
+            self._arm()  # a speech is under way (perhaps waiting for a subscriber): its track stays
+            return
+        if not _done(getattr(self._track_output, "subscribed", None)):
+            # nobody has subscribed yet: livekit's output still waits on this publication's first subscription,
+            # and a track taken away now would leave that wait (and the room's audio) hanging for good
+            self._arm()
+            return
+        self._spawn(self._unpublish(self._speeches))
 
     async def _unpublish(self, speeches: int) -> None:
         async with self._lock:
@@ -128,8 +142,14 @@ class SpeakerTrack:
                 self._unpublished = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(publication.wait_for_subscription(), RESUBSCRIBE_WAIT)
+                subscribed = loop.time() - started
+                await asyncio.sleep(LEAD_IN_SECONDS)  # the source sends silence meanwhile
                 self.republish_seconds.append(loop.time() - started)
-                logger.debug("agent audio track published again in %.0f ms", (loop.time() - started) * 1000)
+                logger.info(
+                    "agent audio track published again: subscribed after %.0f ms, speech after %.0f ms of lead-in",
+                    subscribed * 1000,
+                    LEAD_IN_SECONDS * 1000,
+                )
         except Exception:
             logger.exception("could not publish the agent's audio track again")
         finally:
@@ -150,6 +170,10 @@ class SpeakerTrack:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("the agent's audio track could not be changed", exc_info=task.exception())
+
+
+def _done(future: Any) -> bool:
+    return isinstance(future, asyncio.Future) and future.done() and not future.cancelled()
 
 
 def _track_output(output: Any) -> Any:
