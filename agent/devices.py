@@ -26,7 +26,9 @@ from livekit.agents.voice.io import AudioInput
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # what Silero and Whisper use: the native side resamples 48 -> 16 kHz once (issue 13)
-FRAME_MS = 50  # as RoomIO's input: mono in 50 ms frames, gain control (APM) on each
+FRAME_MS = 50  # as RoomIO's input: mono in 50 ms frames
+# No gain control here (RoomIO applies WebRTC's AGC by default): the user's client already levels the microphone
+# (getUserMedia's autoGainControl), and an APM pass per frame was main-thread work in every room (issue 13)
 SPEECH_LEVEL_DBFS = -42.0
 SPEECH_FRAMES = 3
 """Consecutive loud 50 ms frames (150 ms) that count as a device starting to speak."""
@@ -47,7 +49,6 @@ class _Device:
         self.identity = identity
         self.track_sid = track_sid
         self.stream = stream
-        self.apm = rtc.AudioProcessingModule(auto_gain_control=True)
         self.pre_roll: deque[rtc.AudioFrame] = deque(maxlen=round(PRE_ROLL_SECONDS * 1000 / FRAME_MS))
         self.loud_chunks = 0
         self.task: asyncio.Task[None] | None = None
@@ -166,8 +167,6 @@ class DeviceAudioInput(AudioInput):
         device = self._devices.get(identity)
         if device is None:
             device = self._devices[identity] = _Device(identity)
-        with contextlib.suppress(Exception):
-            device.apm.process_stream(frame)
         if identity == self._active:
             self._push(frame)
         else:
