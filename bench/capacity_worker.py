@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from livekit import api
 
+from agent.speaker_track import IDLE_SECONDS
 from tests.e2e_livekit.harness import REPO, ServerProcess, WorkerProcess, start_server
 
 from .capacity import _Child
@@ -233,7 +234,8 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
                 assert (await users.expect(300)).startswith("added")  # the first talking user waits for Piper
                 await _dispatch(server, name)
                 rooms += 1
-            await asyncio.sleep(SETTLE)
+            # idle rooms are measured in their steady state: past the quiet time after which the agent's track goes
+            await asyncio.sleep(SETTLE + (IDLE_SECONDS if phase == "idle" else 0.0))
             row: dict[str, Any] = {"rooms": rooms, "agent_tracks": await _agent_tracks(server, names)}
             if phase == "talking":
                 await users.send(f"measure {seconds}")
