@@ -305,6 +305,12 @@ class Session:
         async with self.publisher.negotiation_lock:
             sections = media_sections(offer.sdp)
             self._offer_sections = {s.mid: s for s in sections}
+            log.info(
+                "%s: offer %d, m-lines %s",
+                self.participant.identity,
+                offer.id,
+                " ".join(f"{s.mid}:{s.kind}:{s.direction}:{s.track_id or '-'}" for s in sections) or "none",
+            )
             await self.publisher.apply_offer(offer.sdp)
             self._drop_unpublished_tracks()
             if self.single_pc:
@@ -385,6 +391,7 @@ class Session:
             mime_type="audio/opus" if req.type == models.TrackType.AUDIO else "video/vp8",
         )
         self._pending_publications[req.cid] = info
+        log.info("%s: add_track %s cid %s -> %s", self.participant.identity, _kind_name(req.type), req.cid, info.sid)
         self.send_signal(rtc.SignalResponse(track_published=rtc.TrackPublishedResponse(cid=req.cid, track=info)))
 
     def _on_remote_track(self, media: MediaStreamTrack) -> None:
@@ -396,9 +403,16 @@ class Session:
             cid = next((c for c, i in self._pending_publications.items() if _kind_name(i.type) == media.kind), None)
             info = self._pending_publications.pop(cid) if cid is not None else None
         if info is None or mid is None:
-            log.debug("%s: %s m-line %s is not a publication", self.participant.identity, media.kind, mid)
+            log.info(
+                "%s: %s m-line %s carries media but matches no add_track (pending: %s)",
+                self.participant.identity,
+                media.kind,
+                mid,
+                ", ".join(self._pending_publications) or "none",
+            )
             return
         info.mid = mid
+        log.info("%s: media of %s arrived on m-line %s", self.participant.identity, info.sid, mid)
         self.room.publish(PublishedTrack(info=info, publisher=self.participant, media=media))
 
     def _drop_unpublished_tracks(self) -> None:
@@ -444,6 +458,7 @@ class Session:
             self._subscriber_dirty.set()
         else:
             self._awaiting_section.append(track)
+            log.info("%s: needs an m-line for %s, asking for one", self.participant.identity, track.info.sid)
             audio = track.info.type == models.TrackType.AUDIO
             self.send_signal(
                 rtc.SignalResponse(
@@ -478,6 +493,7 @@ class Session:
             self._used_mids.add(free.mid)
             self._mid_to_track[free.mid] = track.info.sid
             self._downstream[track.info.sid] = transceiver
+            log.info("%s: receives %s on m-line %s", self.participant.identity, track.info.sid, free.mid)
         self._awaiting_section = still_waiting
 
     def unsubscribe(self, track: PublishedTrack) -> None:
