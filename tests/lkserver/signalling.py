@@ -25,6 +25,7 @@ import contextlib
 import gzip
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
@@ -44,6 +45,7 @@ PROTOCOL_VERSION = 16
 PING_INTERVAL = 5  # seconds
 PING_TIMEOUT = 30  # seconds; generous, this server runs on busy CI machines
 NEGOTIATION_TIMEOUT = 15.0
+RENEGOTIATION_WAIT = 5.0  # seconds a v1 client gets to send the offer the server asked for before the next request
 
 SERVER_INFO = models.ServerInfo(
     edition=models.ServerInfo.Edition.Standard,
@@ -140,6 +142,13 @@ class Session:
         self.publisher = Transport(f"{name}/publisher")
         self.subscriber = None if self.single_pc else Transport(f"{name}/subscriber")
         self._initial_offer = params.publisher_offer
+        # v1: the signals that make the client re-offer (track_published, media_sections_requirement), one at a
+        # time; see `_renegotiate`. Until the join's own offer is answered, that offer is the one awaited.
+        self._renegotiations: list[_Renegotiation] = []
+        self._awaited: _Renegotiation | None = None
+        self._awaited_timer: asyncio.TimerHandle | None = None
+        if self.single_pc and params.publisher_offer is not None:
+            self._awaited = _Renegotiation("the join's offer", None, lambda: True)
         self._outbox: asyncio.Queue[rtc.SignalResponse | None] = asyncio.Queue()
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -207,6 +216,8 @@ class Session:
             return
         self._closed.set()
         self._outbox.put_nowait(None)
+        if self._awaited_timer is not None:
+            self._awaited_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.publisher.close()
@@ -320,6 +331,8 @@ class Session:
             if self.single_pc:
                 answer.mid_to_track_id.update(self._mid_to_track)
             self.send_signal(rtc.SignalResponse(answer=answer))
+            if self.single_pc:
+                self._on_client_offered()
 
     async def _negotiate_subscriber(self) -> None:
         """v0: offer the subscriber connection whenever what it carries changed."""
@@ -392,7 +405,14 @@ class Session:
         )
         self._pending_publications[req.cid] = info
         log.info("%s: add_track %s cid %s -> %s", self.participant.identity, _kind_name(req.type), req.cid, info.sid)
-        self.send_signal(rtc.SignalResponse(track_published=rtc.TrackPublishedResponse(cid=req.cid, track=info)))
+        published = rtc.SignalResponse(track_published=rtc.TrackPublishedResponse(cid=req.cid, track=info))
+        if not self.single_pc:
+            self.send_signal(published)
+            return
+        cid = req.cid
+        self._renegotiate(
+            _Renegotiation(f"the offer of {info.sid}", published, lambda: cid not in self._pending_publications)
+        )
 
     def _on_remote_track(self, media: MediaStreamTrack) -> None:
         transceiver = self.publisher.transceiver_of(media)
@@ -458,15 +478,64 @@ class Session:
             self._subscriber_dirty.set()
         else:
             self._awaiting_section.append(track)
-            log.info("%s: needs an m-line for %s, asking for one", self.participant.identity, track.info.sid)
             audio = track.info.type == models.TrackType.AUDIO
-            self.send_signal(
-                rtc.SignalResponse(
-                    media_sections_requirement=rtc.MediaSectionsRequirement(
-                        num_audios=1 if audio else 0, num_videos=0 if audio else 1
-                    )
+            requirement = rtc.SignalResponse(
+                media_sections_requirement=rtc.MediaSectionsRequirement(
+                    num_audios=1 if audio else 0, num_videos=0 if audio else 1
                 )
             )
+            self._renegotiate(
+                _Renegotiation(
+                    f"an m-line for {track.info.sid}", requirement, lambda: track not in self._awaiting_section
+                )
+            )
+
+    # -- v1 renegotiation: one request at a time ---------------------------------------------
+
+    def _renegotiate(self, request: _Renegotiation) -> None:
+        """Make a v1 client re-offer, once the offer for the previous request has arrived.
+
+        Both ``track_published`` (the client then adds its sender and offers) and ``media_sections_requirement``
+        (it adds receiving m-lines and offers) start a client renegotiation. Two at once lose one with the livekit
+        Rust SDK (rtc 1.1.x): its publisher offer is debounced, and a renegotiation asked for while the debounced
+        offer is being created is dropped, so an agent that starts publishing as the server asks it for an m-line
+        never offers its track, is never told it was subscribed, and plays nothing. Sent one after the other,
+        every request reaches an idle client. livekit-server avoids the second request when the client's offers
+        already have free m-lines; this server still asks for one per subscribed track."""
+        self._renegotiations.append(request)
+        self._next_renegotiation()
+
+    def _next_renegotiation(self) -> None:
+        while self._awaited is None and self._renegotiations:
+            request = self._renegotiations.pop(0)
+            if request.satisfied():  # e.g. the track went on a free m-line of an offer in between
+                continue
+            assert request.signal is not None
+            if request.signal.WhichOneof("message") == "media_sections_requirement":
+                log.info("%s: asking for %s", self.participant.identity, request.what)
+            self.send_signal(request.signal)
+            self._await(request)
+
+    def _await(self, request: _Renegotiation) -> None:
+        self._awaited = request
+        if self._awaited_timer is not None:
+            self._awaited_timer.cancel()
+        self._awaited_timer = asyncio.get_running_loop().call_later(RENEGOTIATION_WAIT, self._awaited_too_long, request)
+
+    def _awaited_too_long(self, request: _Renegotiation) -> None:
+        if self._awaited is request and not self._closed.is_set():
+            log.warning("%s: no offer with %s after %g s", self.participant.identity, request.what, RENEGOTIATION_WAIT)
+            self._awaited = None
+            self._next_renegotiation()
+
+    def _on_client_offered(self) -> None:
+        """After answering a v1 offer: if it was the one awaited, send the next request."""
+        if self._awaited is not None and self._awaited.satisfied():
+            self._awaited = None
+            if self._awaited_timer is not None:
+                self._awaited_timer.cancel()
+                self._awaited_timer = None
+        self._next_renegotiation()
 
     def _attach_awaiting_tracks(self) -> None:
         """v1: put waiting tracks on unused receive-only m-lines of the client's latest offer."""
@@ -504,6 +573,15 @@ class Session:
         Transport.detach(transceiver)
         if self.subscriber is not None:
             self._subscriber_dirty.set()
+
+
+@dataclass
+class _Renegotiation:
+    """A signal that makes a v1 client re-offer, and how to tell that the offer it asked for has been answered."""
+
+    what: str
+    signal: rtc.SignalResponse | None
+    satisfied: Callable[[], bool]
 
 
 def _kind_name(track_type: models.TrackType.ValueType) -> str:
