@@ -28,7 +28,7 @@ from livekit.protocol import rtc as rtc_pb
 
 from tests.lkserver.fixtures import LiveKitServerProcess
 
-from .helpers import WAIT
+from .helpers import WAIT, Events
 
 pytestmark = [pytest.mark.livekit, pytest.mark.usefixtures("livekit_network")]
 
@@ -154,6 +154,7 @@ async def test_an_agent_publishing_as_it_joins_a_room_with_audio_is_told_it_was_
         rtc.LocalAudioTrack.create_audio_track("mic", source),
         rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
     )
+    heard = Events(user, "track_subscribed")
     agent = await livekit_connect(livekit_server, "agent", livekit_room_name, kind="agent")
     await asyncio.sleep(delay)
     voice = rtc.AudioSource(48000, 1)
@@ -161,5 +162,9 @@ async def test_an_agent_publishing_as_it_joins_a_room_with_audio_is_told_it_was_
         rtc.LocalAudioTrack.create_audio_track("voice", voice),
         rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
     )
-    await asyncio.wait_for(publication.wait_for_subscription(), WAIT)
-    assert user.remote_participants["agent"].track_publications.keys() == {publication.sid}
+    try:
+        await asyncio.wait_for(publication.wait_for_subscription(), WAIT)
+    except TimeoutError:
+        pytest.fail(f"the agent was never told its track was subscribed; server log:\n{livekit_server.log_tail(60)}")
+    _, user_side, _ = await heard.first(lambda track, pub, participant: participant.identity == "agent")
+    assert user_side.sid == publication.sid
