@@ -500,8 +500,8 @@ class Session:
         Rust SDK (rtc 1.1.x): its publisher offer is debounced, and a renegotiation asked for while the debounced
         offer is being created is dropped, so an agent that starts publishing as the server asks it for an m-line
         never offers its track, is never told it was subscribed, and plays nothing. Sent one after the other,
-        every request reaches an idle client. livekit-server avoids the second request when the client's offers
-        already have free m-lines; this server still asks for one per subscribed track."""
+        every request reaches an idle client. (livekit-server asks only for the m-lines its client's offers lack,
+        see sendUnmatchedMediaRequirement; this server still asks for one per track it subscribes after the join.)"""
         self._renegotiations.append(request)
         self._next_renegotiation()
 
