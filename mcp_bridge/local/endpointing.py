@@ -11,8 +11,8 @@ Rules:
 - Speech starts after `min_speech` seconds of windows at or above the activation threshold; its onset is the
   first of those windows.
 - Once speech started, a window above the deactivation threshold is speech; anything else is silence.
-- After `early_pause` seconds of silence a `Quiet` is reported (a moment to transcribe early), after `pause`
-  seconds a `Pause` (a moment to ask the end-of-turn model); speech after either is reported as `Resumed`.
+- After `pause` seconds of silence a `Pause` is reported (a moment to transcribe early); speech after it is
+  reported as `Resumed`.
 - Silence rule (`turn_model` off): the turn ends after `silence` seconds of silence.
 - Model rule (`turn_model` on): at each `Pause` the listener asks the end-of-turn model (again every
   `MODEL_REASK` seconds of silence while it says "not done") and reports its answer with `model_decided`; "done"
@@ -43,7 +43,6 @@ class EndpointConfig:
     deactivation: float = 0.35
     min_speech: float = 0.1
     pause: float = 0.3
-    early_pause: float = 0.3
     barge_in_min_speech: float = 0.25
     barge_in_margin: float = 0.1
     turn_model: bool = False
@@ -54,13 +53,10 @@ class EndpointConfig:
         cls, *, max_seconds: float, min_seconds: float, silence_ms: int, vad_aggressiveness: int,
         silence_detection: bool, turn_model: bool = False, max_turn_silence_ms: int = 3000,
     ) -> EndpointConfig:
-        """With `turn_model`, early transcription starts after EARLY_STT_PAUSE of silence, the model is asked after
-        MODEL_PAUSE and the long bound is the larger of `silence_ms` and `max_turn_silence_ms` (a caller's longer
-        silence is honoured as a longer bound). With the silence rule both happen at one pause, a third of the
-        silence (0.2–0.5 s): the transcript only has to be ready when the silence has passed."""
+        """With `turn_model`, the model is asked after MODEL_PAUSE of silence and the long bound is the larger of
+        `silence_ms` and `max_turn_silence_ms` (a caller's longer silence is honoured as a longer bound)."""
         activation = activation_threshold(vad_aggressiveness)
         silence = silence_ms / 1000
-        pause = MODEL_PAUSE if turn_model else max(0.2, min(0.5, silence / 3))
         return cls(
             max_listen=max_seconds,
             min_listen=min(min_seconds, max_seconds),
@@ -68,21 +64,14 @@ class EndpointConfig:
             silence_detection=silence_detection,
             activation=activation,
             deactivation=deactivation_threshold(activation),
-            pause=pause,
-            early_pause=min(EARLY_STT_PAUSE, pause) if turn_model else pause,
+            pause=MODEL_PAUSE if turn_model else max(0.2, min(0.5, silence / 3)),
             turn_model=turn_model,
             max_silence=max(silence, max_turn_silence_ms / 1000),
         )
 
 
 MODEL_PAUSE = 0.25
-"""Seconds of silence before the end-of-turn model is asked."""
-
-EARLY_STT_PAUSE = 0.1
-"""Seconds of silence before the speech so far is transcribed, when the model decides the turn. Whisper takes
-0.4–0.6 s here whatever the length (it always encodes a 30 s window) and the turn cannot end before the transcript
-is known (`agent.speech.turn_text` reads it), so it starts before the model is asked, not with it. The cost: a
-transcription for short gaps inside a sentence too; one runs at a time and the newest pause waits for it."""
+"""Seconds of silence before the end-of-turn model is asked (and early transcription starts)."""
 
 MODEL_REASK = 0.5
 """Seconds of silence between two questions to the model while it says "not done" (until the long bound). It grows
@@ -95,11 +84,6 @@ silence."""
 class SpeechStarted:
     onset: float
     during_playback: bool
-
-
-@dataclass(frozen=True)
-class Quiet:
-    speech_end: float
 
 
 @dataclass(frozen=True)
@@ -118,7 +102,7 @@ class TurnEnded:
     at: float
 
 
-Event = SpeechStarted | Quiet | Pause | Resumed | TurnEnded
+Event = SpeechStarted | Pause | Resumed | TurnEnded
 
 
 class Endpointer:
@@ -132,7 +116,6 @@ class Endpointer:
         self.ended: TurnEnded | None = None
         self._run_start: float | None = None
         self._run_length = 0.0
-        self._quiet = False
         self._paused = False
         self._last_t: float | None = None
         self._use_model = config.turn_model
@@ -175,15 +158,12 @@ class Endpointer:
                 self._run_length = 0.0
         elif probability > cfg.deactivation:
             self.speech_end = t
-            if self._quiet:
-                self._quiet = self._paused = False
+            if self._paused:
+                self._paused = False
                 events.append(Resumed(t))
         else:
             assert self.speech_end is not None
             silent_for = t - self.speech_end
-            if not self._quiet and silent_for >= cfg.early_pause - 1e-9:
-                self._quiet = True
-                events.append(Quiet(self.speech_end))
             if not self._paused and silent_for >= cfg.pause - 1e-9:
                 self._paused = True
                 events.append(Pause(self.speech_end))

@@ -40,17 +40,7 @@ from agent.speech.turn_model import TurnModel
 from agent.speech.turn_text import ends_open
 from mcp_bridge.converse_types import ProviderError, TranscriptionFailed, VoiceError
 
-from .endpointing import (
-    MODEL_REASK,
-    EndpointConfig,
-    Endpointer,
-    Event,
-    Pause,
-    Quiet,
-    Resumed,
-    SpeechStarted,
-    TurnEnded,
-)
+from .endpointing import MODEL_REASK, EndpointConfig, Endpointer, Event, Pause, Resumed, SpeechStarted, TurnEnded
 from .microphone import Microphone
 from .recording import Recording, save_failed_reply
 from .transcriber import SttFailure, Transcriber, Transcript
@@ -110,7 +100,7 @@ class Listener:
         self._on_speech_started = on_speech_started
         self._early_enabled = early_transcription
         self._preroll = preroll
-        self._tail = min(tail, config.early_pause)
+        self._tail = min(tail, config.pause)
         self._recording: Recording | None = None
         self._early: _Early | None = None
         self._pending_early: float | None = None
@@ -192,9 +182,8 @@ class Listener:
                 self.speech_started.set()
                 if self._on_speech_started is not None:
                     self._on_speech_started(event)
-            elif isinstance(event, Quiet):
-                self._start_early(event.speech_end)
             elif isinstance(event, Pause):
+                self._start_early(event.speech_end)
                 self._ask_model(event.speech_end)
             elif isinstance(event, Resumed):
                 log.debug("speech resumed at %.2f s", event.at)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from agent.speech.vad import activation_threshold
 from mcp_bridge.local.endpointing import (
-    EARLY_STT_PAUSE,
-    MODEL_PAUSE,
     EndpointConfig,
     Endpointer,
     Event,
     Pause,
-    Quiet,
     Resumed,
     SpeechStarted,
     TurnEnded,
@@ -190,38 +187,3 @@ def test_min_seconds_holds_back_a_done_answer() -> None:
     _, events = feed(ep, t, 2.0, 0.0)
     ended = [e for e in events if isinstance(e, TurnEnded)]
     assert ended and ended[0].reason == "model" and ended[0].at >= 3.0 - 1e-6
-
-
-def test_with_the_model_transcription_starts_before_the_model_is_asked() -> None:
-    """Whisper takes longer than the model and the turn cannot end before its transcript: it starts first."""
-    ep = Endpointer(model_config())
-    ep.start_listening(0.0)
-    t, _ = feed(ep, 0.0, 1.0, 0.9)
-    speech_end = t
-    t, events = feed(ep, t, EARLY_STT_PAUSE + W, 0.0)
-    assert [e for e in events if isinstance(e, Quiet)] == [Quiet(speech_end)]
-    assert not [e for e in events if isinstance(e, Pause)]
-    _, events = feed(ep, t, MODEL_PAUSE - EARLY_STT_PAUSE, 0.0)
-    assert [e for e in events if isinstance(e, Pause)] == [Pause(speech_end)]
-    assert not [e for e in events if isinstance(e, Quiet)]
-
-
-def test_speech_after_a_short_gap_is_reported_as_resumed_and_the_next_gap_is_quiet_again() -> None:
-    ep = Endpointer(model_config())
-    ep.start_listening(0.0)
-    t, _ = feed(ep, 0.0, 1.0, 0.9)
-    t, events = feed(ep, t, EARLY_STT_PAUSE + W, 0.0)  # a gap inside a sentence: quiet, no pause
-    assert [type(e) for e in events] == [Quiet]
-    t, events = feed(ep, t, 0.3, 0.9)
-    assert [type(e) for e in events] == [Resumed]
-    second_end = t
-    _, events = feed(ep, t, MODEL_PAUSE + W, 0.0)
-    assert [e for e in events if not isinstance(e, TurnEnded)] == [Quiet(second_end), Pause(second_end)]
-
-
-def test_with_the_silence_rule_transcription_starts_at_the_pause() -> None:
-    ep = Endpointer(config())
-    ep.start_listening(0.0)
-    t, _ = feed(ep, 0.0, 1.0, 0.9)
-    _, events = feed(ep, t, 0.4, 0.0)
-    assert [type(e) for e in events] == [Quiet, Pause]
