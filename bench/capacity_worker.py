@@ -10,7 +10,10 @@ Two phases, each with its own server, worker and users:
 - **idle**: N rooms whose user has an open, silent microphone. After each step the worker's process tree (the
   worker, its forkserver and job processes: every descendant, read from /proc with psutil) is sampled over a
   window: CPU in percent of one core, and memory (PSS, so pages the forked job processes share are counted once).
-  Per room = (tree at N rooms − tree with no room) / N.
+  Per room = (tree at N rooms − tree with no room) / N. Idle rooms are measured once they have been quiet for
+  more than `agent.speaker_track.IDLE_SECONDS` (the agent's track gone), and every idle row also splits the
+  window's CPU by process (worker, forkserver, job; the spare job process livekit keeps warm is in the baseline
+  too) and by thread name, from /proc/PID/task.
 - **talking**: N rooms whose user speaks a reply every few seconds (STT and, for the transcription, the whole
   turn path run). Per step: the worker tree's CPU and memory as above, and end of speech → text per room (the
   user's reply ends → the worker's final transcription of it arrives in the room; see `bench.capacity_users`).
@@ -19,7 +22,8 @@ Two phases, each with its own server, worker and users:
 
 `BENCH_WORKER_ROOT=/path/to/checkout` runs the worker from another checkout (e.g. the previous release), so a
 before/after comparison runs on the same machine in the same session; `BENCH_WORKER_EXECUTOR=thread` runs every
-job in a thread of one process (`bench.worker_threads`) instead of a process per room.
+job in a thread of one process (`bench.worker_threads`) instead of a process per room. `BENCH_WORKER_STEPS=1,2`
+and `BENCH_WORKER_PHASES=idle` make a small run.
 """
 
 from __future__ import annotations
@@ -322,14 +326,17 @@ async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) ->
             largest["pss_per_room_mb"] if largest else None,
             "memory (PSS) per idle room at the largest step",
         ),
-        Measurement.single(
-            "rooms_talking_sustained",
-            "rooms",
-            max(sustained) if sustained else 0,
-            f"largest tested N of talking rooms with median end of speech → text within {SLACK_MS:g} ms of 1 room "
-            f"(tested {', '.join(str(r['rooms']) for r in talking[1:])})",
-        ),
     ]
+    if talking:
+        summary.append(
+            Measurement.single(
+                "rooms_talking_sustained",
+                "rooms",
+                max(sustained) if sustained else 0,
+                f"largest tested N of talking rooms with median end of speech → text within {SLACK_MS:g} ms of 1 "
+                f"room (tested {', '.join(str(r['rooms']) for r in talking[1:])})",
+            )
+        )
     first = talking[1] if len(talking) > 1 else None
     if first is not None and first["eos_to_text_ms"]:
         summary.append(

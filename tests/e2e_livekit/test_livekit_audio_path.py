@@ -157,7 +157,6 @@ async def test_the_first_word_after_a_long_quiet_spell_reaches_the_user(
     for _ in range(3):  # three syntheses: Piper's random phoneme lengths move the match by ±20 ms
         sent = await synthesize(piper, "Bananas are yellow and ripe today.")
         missing.append(missing_head_ms(heard, USER_RATE, np.frombuffer(sent.data, np.int16), sent.sample_rate))
-    print("MISSING", missing, "first_audio_ms", result.timings.first_audio_ms)
     assert sorted(missing)[1] <= 40, missing
 
 
