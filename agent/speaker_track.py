@@ -8,10 +8,11 @@ While the track comes back the room output is paused, so TTS synthesis goes on b
 track nobody has subscribed to yet: the first word is never lost; the wait (publishing plus the subscriber's
 subscription, bounded by `RESUBSCRIBE_WAIT`) overlaps the synthesis of the first sentence.
 
-The first word after the track comes back: the server reports the subscription before the subscriber can play
-the new track, and what arrives meanwhile is never heard (about 100 ms of "Bananas are" on an overloaded machine).
-The output therefore resumes only `LEAD_IN_SECONDS` after the subscription, the track carrying silence meanwhile
-(judged by `tests/e2e_livekit/test_livekit_audio_path.py` on the audio the user receives). A track is never
+NOT WIRED INTO THE WORKER: the first word after the track comes back is not reliably whole. The server reports the
+subscription before the subscriber can play the new track, and what arrives meanwhile is never heard. The output
+resumes only `LEAD_IN_SECONDS` after the subscription, the track carrying silence meanwhile: judged by
+`tests/e2e_livekit/test_livekit_audio_path.py` on the audio the user receives, that passed 5 of 5 runs at load 5–9
+but lost 80–300 ms of the first word in 2 of 4 runs at load 10–20 (docs/performance.md). A track is never
 taken away while a speech is under way or before anybody has subscribed to it (livekit's output still waits on
 that first subscription).
 

@@ -35,7 +35,6 @@ from .protocol import (
     Progress,
 )
 from .room_session import PAUSE_MS, RoomSession, build_room_session
-from .speaker_track import SpeakerTrack
 from .speech import build_stt, build_tts, build_vad, provider_label
 from .stream_inbox import StreamInbox
 from .turn_taking import load_turn_model
@@ -182,9 +181,6 @@ async def _join_room(ctx: JobContext, parts: JobParts, service: ConverseService)
         record=False,
     )
     UserLinker(room, session, bridge_identity=parts.settings.bridge_identity).start()
-    speaker = SpeakerTrack(session, room, session.room_io.audio_output)  # no track (no encoding) while quiet
-    speaker.start()
-    ctx.add_shutdown_callback(speaker.aclose)
     register_rpc(room, service, inbox)
     register_page_controls(room, session)
 

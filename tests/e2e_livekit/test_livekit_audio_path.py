@@ -13,7 +13,6 @@ import pytest
 from livekit import rtc
 
 from agent.config import Settings
-from agent.protocol import WORKER_IDENTITY_PREFIX
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.converse_types import ConverseRequest, ListenOptions, Stage
 from mcp_bridge.livekit import LiveKitTransport
@@ -59,13 +58,6 @@ def voice_ended(user: TestUser, since: float, quiet: float = 0.5) -> bool:
     """The worker's voice reached the user after `since` and nothing loud has arrived for `quiet` seconds."""
     loud = loud_times(user, since, level=500)
     return bool(loud) and time.monotonic() - loud[-1] >= quiet
-
-
-def agent_track_published(user: TestUser) -> bool:
-    return any(
-        participant.identity.startswith(WORKER_IDENTITY_PREFIX) and participant.track_publications
-        for participant in user.room.remote_participants.values()
-    )
 
 
 def envelope(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -133,13 +125,10 @@ async def test_the_first_word_after_a_long_quiet_spell_reaches_the_user(
     transport = LiveKitTransport(lk_settings(), worker_start_timeout=120)
     try:
         await transport.converse(ConverseRequest(message="Ready.", wait_for_response=False), Stages())
-        assert agent_track_published(lk_user)
         quiet_from = time.monotonic()
-        # a quiet agent unpublishes its track (no encoding of silence in an idle room) ...
-        await wait_until(lambda: not agent_track_published(lk_user), 60, "the quiet agent's track to go")
+        await asyncio.sleep(12.0)  # the worker's track carries no speech for a while
         assert not loud_since(lk_user, quiet_from + 2.0)
         called = time.monotonic()
-        # ... and publishes it again in time for the whole first word of the next message
         result = await transport.converse(
             ConverseRequest(message="Bananas are yellow and ripe today.", wait_for_response=False), Stages()
         )
