@@ -55,6 +55,7 @@ from mcp_bridge.transport_interface import TransportHealth
 
 from .link import RoomLink
 from .tokens import TokenSource
+from .turn_ledger import TurnLedger
 from .workers import (
     PING_TIMEOUT,
     Dispatcher,
@@ -124,6 +125,8 @@ class LiveKitTransport:
         self._call_lock = asyncio.Lock()
         self._warmup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.ledger = TurnLedger()
+        self.link.on_turn(self.ledger.noticed)
         self.link.on_disconnected(self._forget_worker)
         self.link.on_participant_left(self._on_participant_left)
 
@@ -238,6 +241,12 @@ class LiveKitTransport:
             except (ConverseTimeout, TransportUnavailable):
                 self._forget_worker()
                 raise
+            reply, orphaned = self.ledger.settle(worker.identity, reply)
+            if orphaned:
+                logger.warning(
+                    "returning %d user turn(s) that no answer carried (their job is gone or its answer was lost)",
+                    len(orphaned),
+                )
             result = self._result(reply)
             await progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
             return result
