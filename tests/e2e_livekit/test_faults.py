@@ -199,6 +199,45 @@ async def test_a_job_killed_while_it_holds_a_queued_turn(
     assert len(talk.typed) == 3
 
 
+async def test_a_stalled_job_is_waited_for_not_replaced(
+    start_lk_worker: Callable[..., WorkerProcess], lk_settings: Callable[..., Settings], lk_user: TestUser,
+    lk_room: str,
+) -> None:
+    """A job whose process does not run for a while (SIGSTOP: what an overloaded machine does to it for seconds)
+    is not replaced while it is still in the room: a second job would only add load and split the user's turns."""
+    agent_name = "voice-mcp-fault-stall"
+    worker = start_lk_worker(voice_mcp_agent_name=agent_name)
+    transport = LiveKitTransport(lk_settings(agent_name=agent_name, livekit_timeout=8.0), worker_start_timeout=120)
+    talk = Conversation(transport, lk_user)
+    try:
+        await retry_exchange(talk, "First question?", unique("first answer"))
+        assert transport._worker is not None
+        serving = transport._worker.identity
+        job = worker.job_pid(lk_room)
+        assert job is not None
+        held = unique("said before the stall")
+        await talk.type(held)
+        await wait_until(lambda: transport.ledger.holds(held), 60, "the job's notice of the queued turn")
+
+        transport.dispatcher.forget()  # the last dispatch is long past: only the stall rule holds another back
+        dispatches = transport.dispatcher.dispatches
+        os.kill(job, signal.SIGSTOP)
+        try:
+            with pytest.raises(TransportUnavailable):
+                await transport.ensure_worker(6.0)
+            assert transport.dispatcher.dispatches == dispatches, "no second job while the first is in the room"
+        finally:
+            os.kill(job, signal.SIGCONT)
+
+        after = await retry_exchange(talk, "Are you back?", unique("back again"))
+        await talk.sweep()
+    finally:
+        await transport.aclose()
+    assert transport._worker is not None and transport._worker.identity == serving, "the same job serves on"
+    assert held in after.earlier, (after, talk.returned)
+    assert talk.lost() == [] and talk.duplicated() == [], (talk.typed, talk.returned)
+
+
 async def test_server_restarted_mid_call(_require_netns: None, lk_settings: Callable[..., Settings],
                                          tmp_path: Path) -> None:
     server = start_server(tmp_path)
