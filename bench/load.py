@@ -14,6 +14,9 @@ collects anything still queued.
 - `load_protocol_overhead`: converse total minus the worker's own first_audio_ms and speak_ms: the RPC request,
   progress packets, the user's chat crossing the room and the RPC response (p90 is the figure to watch).
 - `load_call_total`: the whole converse call.
+- `load_recovered_turns`: turns a bridge returned from its copy (`mcp_bridge.livekit.turn_ledger`) because the job
+  that held them was gone or its answer lost; `load_jobs`: jobs the worker started (one per room when all is well).
+  The load average is sampled every 10 s (min / max in the JSON).
 
 Rooms run `concurrency` at a time (one job process each on the worker; the worker takes at most 8 jobs); a finished
 room is deleted, which ends its job.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -53,6 +57,8 @@ class RoomTally:
     totals: list[float] = field(default_factory=list)
     overheads: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    recovered: int = 0
+    dispatches: int = 0
 
 
 class ChatUser:
@@ -129,6 +135,8 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
     except Exception as exc:
         tally.errors.append(f"room: {type(exc).__name__}: {exc}")
     finally:
+        tally.recovered = transport.ledger.recovered_total
+        tally.dispatches = transport.dispatcher.dispatches
         await transport.aclose()
         if user is not None:
             await user.leave()
@@ -168,11 +176,24 @@ def _count(tallies: list[RoomTally]) -> tuple[int, int, int]:
     return typed, lost, duplicated
 
 
+async def _sample_load(samples: list[float]) -> None:
+    while True:
+        samples.append(os.getloadavg()[0])
+        await asyncio.sleep(10)
+
+
+def _jobs_started(worker_log: Path) -> int:
+    return worker_log.read_text(errors="replace").count('"received job request"') if worker_log.exists() else 0
+
+
 async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> list[Measurement]:
     logs = out / "logs" / time.strftime("load-%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
     server = start_server(logs)
     worker = None
+    load_samples: list[float] = []
+    sampler = asyncio.create_task(_sample_load(load_samples))
+    jobs = 0
     try:
         async with FastTTSServer() as stub:
             worker = await asyncio.to_thread(
@@ -194,7 +215,9 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
             results = await asyncio.gather(*(one(i) for i in range(rooms)), return_exceptions=True)
             wall = time.perf_counter() - started
     finally:
+        sampler.cancel()
         if worker is not None:
+            jobs = _jobs_started(worker.log)
             worker.stop()
         server.stop()
     tallies = [r for r in results if isinstance(r, RoomTally)]
@@ -202,10 +225,16 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
     typed, lost, duplicated = _count(tallies)
     errors = [e for t in tallies for e in t.errors] + failed_rooms
     shape = f"{rooms} rooms × {calls} calls, {concurrency} rooms at a time, one worker, {rooms} bridges"
+    load = {
+        "load_average_min": round(min(load_samples), 1) if load_samples else None,
+        "load_average_max": round(max(load_samples), 1) if load_samples else None,
+    }
     return [
         Measurement.single(
             "load_lost_utterances", "count", lost, f"{shape}: typed {typed}, returned by no call (goal 0)",
             typed=typed, failed_calls=len(errors), errors=errors[:20], wall_s=round(wall, 1),
+            rooms_finished=sum(1 for t in tallies if not any(e.startswith("room:") for e in t.errors)),
+            logs=str(logs), **load,
         ),
         Measurement.single(
             "load_duplicated_utterances", "count", duplicated, "returned by more than one call (goal 0)"
@@ -216,4 +245,12 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
         ),
         Measurement.of("load_call_total", "ms", [o for t in tallies for o in t.totals], "the whole converse call"),
         Measurement.single("load_failed_calls", "count", len(errors), "calls that ended in an error (see JSON)"),
+        Measurement.single(
+            "load_recovered_turns", "count", sum(t.recovered for t in tallies),
+            "returned by a bridge from its copy: the job that held them was gone or its answer lost",
+        ),
+        Measurement.single(
+            "load_jobs", "count", jobs, f"jobs the worker started for {rooms} rooms (bridges dispatched "
+            f"{sum(t.dispatches for t in tallies)} times)",
+        ),
     ]
