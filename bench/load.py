@@ -18,8 +18,8 @@ collects anything still queued.
   that held them was gone or its answer lost; `load_jobs`: jobs the worker started (one per room when all is well).
   The load average is sampled every 10 s (min / max in the JSON).
 
-Rooms run `concurrency` at a time (one job process each on the worker; the worker takes at most 8 jobs); a finished
-room is deleted, which ends its job.
+Rooms run `concurrency` at a time (one job process each on the worker); a finished room is deleted, which ends its
+job. A room whose step has not changed for `STUCK_AFTER` seconds is given up and reported with that step.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from livekit import api, rtc
 
@@ -59,6 +61,12 @@ class RoomTally:
     errors: list[str] = field(default_factory=list)
     recovered: int = 0
     dispatches: int = 0
+    step: str = "starting"
+    """What the room is waiting for now (a room that stops moving is reported with it)."""
+    step_since: float = field(default_factory=time.monotonic)
+
+    def at(self, step: str) -> None:
+        self.step, self.step_since = step, time.monotonic()
 
 
 class ChatUser:
@@ -82,9 +90,8 @@ class ChatUser:
             await asyncio.wait_for(self.room.disconnect(), 10)
 
 
-async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
+async def _room(server: ServerProcess, index: int, calls: int, tally: RoomTally) -> RoomTally:
     """One room's conversation. Never raises: a failure is recorded, and what was typed still counts."""
-    tally = RoomTally()
     room = f"load-{index}-{uuid.uuid4().hex[:6]}"
     identity = f"load-user-{index}"
     settings = bench_settings(
@@ -99,12 +106,18 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
     transport = LiveKitTransport(settings, worker_start_timeout=WORKER_WAIT)
     user: ChatUser | None = None
     try:
+        tally.at("user joining")
         user = await ChatUser.join(server, room, identity)
+        tally.at("waiting for a worker that listens to the user")
         await linked_worker(transport, identity, WORKER_WAIT)
         for n in range(calls):
+            tally.at(f"call {n}")
             utterance = f"room {index} utterance {n} {uuid.uuid4().hex[:8]}"
 
-            async def on_stage(stage: Stage, _detail: str, text: str = utterance, who: ChatUser = user) -> None:
+            async def on_stage(
+                stage: Stage, _detail: str, text: str = utterance, who: ChatUser = user, call: int = n
+            ) -> None:
+                tally.at(f"call {call}: {stage.value}")
                 if stage == Stage.LISTENING and text not in tally.typed:
                     tally.typed.append(text)
                     await who.type(text)
@@ -122,6 +135,7 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
             tally.returned.extend(line for line in result.text.splitlines() if line.strip())
         # anything typed but still queued is returned by the next call: make that call (retried after a failure)
         for attempt in range(3):
+            tally.at(f"sweep {attempt}")
             try:
                 sweep = await asyncio.wait_for(
                     transport.converse(ConverseRequest(message="That is all.", wait_for_response=False), _nothing),
@@ -135,6 +149,7 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
     except Exception as exc:
         tally.errors.append(f"room: {type(exc).__name__}: {exc}")
     finally:
+        tally.at("leaving")
         tally.recovered = transport.ledger.recovered_total
         tally.dispatches = transport.dispatcher.dispatches
         await transport.aclose()
@@ -142,6 +157,22 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
             await user.leave()
         await _delete_room(server, room)
     return tally
+
+
+STUCK_AFTER = WORKER_WAIT + 60.0
+"""A room whose step has not changed for this long (every wait in it is bounded by less) is given up."""
+
+
+async def _watched(conversation: Coroutine[Any, Any, RoomTally], tally: RoomTally) -> None:
+    """Run one room's conversation; if it stops moving, record where and leave it (without waiting for it)."""
+    task = asyncio.ensure_future(conversation)
+    while not task.done():
+        await asyncio.wait({task}, timeout=5.0)
+        stuck_for = time.monotonic() - tally.step_since
+        if not task.done() and stuck_for > STUCK_AFTER:
+            tally.errors.append(f"room: stuck at '{tally.step}' for {stuck_for:.0f} s")
+            task.cancel()
+            return
 
 
 async def _delete_room(server: ServerProcess, room: str) -> None:
@@ -205,8 +236,9 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
             gate = asyncio.Semaphore(concurrency)
 
             async def one(index: int) -> RoomTally:
+                tally = RoomTally()
                 async with gate:
-                    tally = await _room(server, index, calls)
+                    await _watched(_room(server, index, calls, tally), tally)
                 with (logs / "rooms.jsonl").open("a") as finished:  # a run cut short still tells what it saw
                     finished.write(json.dumps({"room": index, **asdict(tally)}) + "\n")
                 return tally
