@@ -196,6 +196,12 @@ class LiveKitTransport:
                 present = worker_candidates(room)
                 if not self._stalled(present, silent) and not self.dispatcher.recently_dispatched():
                     # again after DISPATCH_PATIENCE: a dispatch made while no worker was registered is lost
+                    if silent:
+                        logger.warning(
+                            "dispatching another worker: %s silent for over %.0f s",
+                            ", ".join(sorted(silent)),
+                            REPLACE_SILENT_AFTER,
+                        )
                     await self._dispatch(max(deadline - loop.time(), 0.5))
                 if not wait_if_dead and all(p.identity in silent for p in present):  # none left, or none alive
                     self._worker = None
@@ -227,10 +233,6 @@ class LiveKitTransport:
             since = self._silent_since.setdefault(participant.identity, now)
             if now - since < REPLACE_SILENT_AFTER:
                 stalled = True
-            else:
-                logger.warning(
-                    "worker %s silent for %.0f s: dispatching another", participant.identity, now - since
-                )
         return stalled
 
     async def _dispatch(self, within: float) -> None:
