@@ -146,8 +146,12 @@ async def _room(server: ServerProcess, index: int, calls: int, tally: RoomTally)
                 continue
             tally.returned.extend(line for line in sweep.text.splitlines() if line.strip())
             break
-    except Exception as exc:
-        tally.errors.append(f"room: {type(exc).__name__}: {exc}")
+    except (Exception, asyncio.CancelledError) as exc:
+        task = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+            raise  # the watchdog gave the room up
+        # a CancelledError nobody asked for: an awaited future was cancelled under the room (recorded, with where)
+        tally.errors.append(f"room: {type(exc).__name__} at '{tally.step}': {exc}")
     finally:
         tally.at("leaving")
         tally.recovered = transport.ledger.recovered_total
