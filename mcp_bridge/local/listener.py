@@ -208,12 +208,14 @@ class Listener:
         self._pending_early = None
         samples = self._speech_clip(speech_end)
         rate = self._recording.sample_rate
+        log.debug("early transcription of the speech up to %.2f s", speech_end)
         task = asyncio.create_task(self._transcriber.transcribe(samples, rate), name="voice-mcp-early-stt")
         task.add_done_callback(self._early_done)
         self._early = _Early(speech_end, task)
 
     def _early_done(self, task: asyncio.Task[Transcript]) -> None:
         _consume_exception(task)
+        log.debug("early transcription done")
         pending, self._pending_early = self._pending_early, None
         if pending is not None and pending == self._endpointer.speech_end and not task.cancelled():
             self._start_early(pending)  # still the latest pause (the user has not resumed since)

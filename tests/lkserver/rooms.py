@@ -201,6 +201,7 @@ class Room:
         """A track's media arrived: announce it and subscribe the others to it."""
         publisher = track.publisher
         publisher.tracks[track.info.sid] = track
+        log.info("%s published %s (%s)", publisher.identity, track.info.sid, track.info.name)
         self.broadcast_participant(publisher)
         for p in self.others(publisher):
             if p.auto_subscribe and p.info.permission.can_subscribe:
@@ -210,8 +211,10 @@ class Room:
         """Forward a track to a subscriber; tell the publisher on the first subscription, as livekit-server does
         (SignalResponse.track_subscribed). livekit-agents plays no agent speech until it has heard this."""
         subscriber.link.subscribe(track)
+        log.info("%s subscribed to %s of %s", subscriber.identity, track.info.sid, track.publisher.identity)
         if not track.subscribed:
             track.subscribed = True
+            log.info("%s: told that %s has a subscriber (track_subscribed)", track.publisher.identity, track.info.sid)
             track.publisher.link.send_signal(
                 rtc.SignalResponse(track_subscribed=rtc.TrackSubscribed(track_sid=track.info.sid))
             )
@@ -220,6 +223,7 @@ class Room:
         publisher = track.publisher
         if publisher.tracks.pop(track.info.sid, None) is None:
             return
+        log.info("%s unpublished %s", publisher.identity, track.info.sid)
         for p in self.others(publisher):
             p.link.unsubscribe(track)
         if notify:

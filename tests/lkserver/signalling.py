@@ -25,6 +25,7 @@ import contextlib
 import gzip
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
@@ -44,6 +45,7 @@ PROTOCOL_VERSION = 16
 PING_INTERVAL = 5  # seconds
 PING_TIMEOUT = 30  # seconds; generous, this server runs on busy CI machines
 NEGOTIATION_TIMEOUT = 15.0
+RENEGOTIATION_WAIT = 5.0  # seconds a v1 client gets to send the offer the server asked for before the next request
 
 SERVER_INFO = models.ServerInfo(
     edition=models.ServerInfo.Edition.Standard,
@@ -140,6 +142,13 @@ class Session:
         self.publisher = Transport(f"{name}/publisher")
         self.subscriber = None if self.single_pc else Transport(f"{name}/subscriber")
         self._initial_offer = params.publisher_offer
+        # v1: the signals that make the client re-offer (track_published, media_sections_requirement), one at a
+        # time; see `_renegotiate`. Until the join's own offer is answered, that offer is the one awaited.
+        self._renegotiations: list[_Renegotiation] = []
+        self._awaited: _Renegotiation | None = None
+        self._awaited_timer: asyncio.TimerHandle | None = None
+        if self.single_pc and params.publisher_offer is not None:
+            self._awaited = _Renegotiation("the join's offer", None, lambda: True)
         self._outbox: asyncio.Queue[rtc.SignalResponse | None] = asyncio.Queue()
         self._closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -207,6 +216,8 @@ class Session:
             return
         self._closed.set()
         self._outbox.put_nowait(None)
+        if self._awaited_timer is not None:
+            self._awaited_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.publisher.close()
@@ -305,6 +316,12 @@ class Session:
         async with self.publisher.negotiation_lock:
             sections = media_sections(offer.sdp)
             self._offer_sections = {s.mid: s for s in sections}
+            log.info(
+                "%s: offer %d, m-lines %s",
+                self.participant.identity,
+                offer.id,
+                " ".join(f"{s.mid}:{s.kind}:{s.direction}:{s.track_id or '-'}" for s in sections) or "none",
+            )
             await self.publisher.apply_offer(offer.sdp)
             self._drop_unpublished_tracks()
             if self.single_pc:
@@ -314,6 +331,8 @@ class Session:
             if self.single_pc:
                 answer.mid_to_track_id.update(self._mid_to_track)
             self.send_signal(rtc.SignalResponse(answer=answer))
+            if self.single_pc:
+                self._on_client_offered()
 
     async def _negotiate_subscriber(self) -> None:
         """v0: offer the subscriber connection whenever what it carries changed."""
@@ -385,7 +404,15 @@ class Session:
             mime_type="audio/opus" if req.type == models.TrackType.AUDIO else "video/vp8",
         )
         self._pending_publications[req.cid] = info
-        self.send_signal(rtc.SignalResponse(track_published=rtc.TrackPublishedResponse(cid=req.cid, track=info)))
+        log.info("%s: add_track %s cid %s -> %s", self.participant.identity, _kind_name(req.type), req.cid, info.sid)
+        published = rtc.SignalResponse(track_published=rtc.TrackPublishedResponse(cid=req.cid, track=info))
+        if not self.single_pc:
+            self.send_signal(published)
+            return
+        cid = req.cid
+        self._renegotiate(
+            _Renegotiation(f"the offer of {info.sid}", published, lambda: cid not in self._pending_publications)
+        )
 
     def _on_remote_track(self, media: MediaStreamTrack) -> None:
         transceiver = self.publisher.transceiver_of(media)
@@ -396,9 +423,16 @@ class Session:
             cid = next((c for c, i in self._pending_publications.items() if _kind_name(i.type) == media.kind), None)
             info = self._pending_publications.pop(cid) if cid is not None else None
         if info is None or mid is None:
-            log.debug("%s: %s m-line %s is not a publication", self.participant.identity, media.kind, mid)
+            log.info(
+                "%s: %s m-line %s carries media but matches no add_track (pending: %s)",
+                self.participant.identity,
+                media.kind,
+                mid,
+                ", ".join(self._pending_publications) or "none",
+            )
             return
         info.mid = mid
+        log.info("%s: media of %s arrived on m-line %s", self.participant.identity, info.sid, mid)
         self.room.publish(PublishedTrack(info=info, publisher=self.participant, media=media))
 
     def _drop_unpublished_tracks(self) -> None:
@@ -445,13 +479,63 @@ class Session:
         else:
             self._awaiting_section.append(track)
             audio = track.info.type == models.TrackType.AUDIO
-            self.send_signal(
-                rtc.SignalResponse(
-                    media_sections_requirement=rtc.MediaSectionsRequirement(
-                        num_audios=1 if audio else 0, num_videos=0 if audio else 1
-                    )
+            requirement = rtc.SignalResponse(
+                media_sections_requirement=rtc.MediaSectionsRequirement(
+                    num_audios=1 if audio else 0, num_videos=0 if audio else 1
                 )
             )
+            self._renegotiate(
+                _Renegotiation(
+                    f"an m-line for {track.info.sid}", requirement, lambda: track not in self._awaiting_section
+                )
+            )
+
+    # -- v1 renegotiation: one request at a time ---------------------------------------------
+
+    def _renegotiate(self, request: _Renegotiation) -> None:
+        """Make a v1 client re-offer, once the offer for the previous request has arrived.
+
+        Both ``track_published`` (the client then adds its sender and offers) and ``media_sections_requirement``
+        (it adds receiving m-lines and offers) start a client renegotiation. Two at once lose one with the livekit
+        Rust SDK (rtc 1.1.x): its publisher offer is debounced, and a renegotiation asked for while the debounced
+        offer is being created is dropped, so an agent that starts publishing as the server asks it for an m-line
+        never offers its track, is never told it was subscribed, and plays nothing. Sent one after the other,
+        every request reaches an idle client. (livekit-server asks only for the m-lines its client's offers lack,
+        see sendUnmatchedMediaRequirement; this server still asks for one per track it subscribes after the join.)"""
+        self._renegotiations.append(request)
+        self._next_renegotiation()
+
+    def _next_renegotiation(self) -> None:
+        while self._awaited is None and self._renegotiations:
+            request = self._renegotiations.pop(0)
+            if request.satisfied():  # e.g. the track went on a free m-line of an offer in between
+                continue
+            assert request.signal is not None
+            if request.signal.WhichOneof("message") == "media_sections_requirement":
+                log.info("%s: asking for %s", self.participant.identity, request.what)
+            self.send_signal(request.signal)
+            self._await(request)
+
+    def _await(self, request: _Renegotiation) -> None:
+        self._awaited = request
+        if self._awaited_timer is not None:
+            self._awaited_timer.cancel()
+        self._awaited_timer = asyncio.get_running_loop().call_later(RENEGOTIATION_WAIT, self._awaited_too_long, request)
+
+    def _awaited_too_long(self, request: _Renegotiation) -> None:
+        if self._awaited is request and not self._closed.is_set():
+            log.warning("%s: no offer with %s after %g s", self.participant.identity, request.what, RENEGOTIATION_WAIT)
+            self._awaited = None
+            self._next_renegotiation()
+
+    def _on_client_offered(self) -> None:
+        """After answering a v1 offer: if it was the one awaited, send the next request."""
+        if self._awaited is not None and self._awaited.satisfied():
+            self._awaited = None
+            if self._awaited_timer is not None:
+                self._awaited_timer.cancel()
+                self._awaited_timer = None
+        self._next_renegotiation()
 
     def _attach_awaiting_tracks(self) -> None:
         """v1: put waiting tracks on unused receive-only m-lines of the client's latest offer."""
@@ -478,6 +562,7 @@ class Session:
             self._used_mids.add(free.mid)
             self._mid_to_track[free.mid] = track.info.sid
             self._downstream[track.info.sid] = transceiver
+            log.info("%s: receives %s on m-line %s", self.participant.identity, track.info.sid, free.mid)
         self._awaiting_section = still_waiting
 
     def unsubscribe(self, track: PublishedTrack) -> None:
@@ -488,6 +573,15 @@ class Session:
         Transport.detach(transceiver)
         if self.subscriber is not None:
             self._subscriber_dirty.set()
+
+
+@dataclass
+class _Renegotiation:
+    """A signal that makes a v1 client re-offer, and how to tell that the offer it asked for has been answered."""
+
+    what: str
+    signal: rtc.SignalResponse | None
+    satisfied: Callable[[], bool]
 
 
 def _kind_name(track_type: models.TrackType.ValueType) -> str:
