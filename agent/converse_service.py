@@ -86,6 +86,9 @@ class SessionPort(Protocol):
 ProgressSink = Callable[[str, Progress], Awaitable[None]]
 """Publishes a progress packet to the given caller identity."""
 
+TurnSink = Callable[[Utterance], None]
+"""Announces a turn the service has just taken (the worker tells the bridge: `agent.protocol.TurnNotice`)."""
+
 
 @dataclass
 class _ActiveCall:
@@ -103,6 +106,7 @@ def merge(turns: list[Utterance]) -> Utterance:
     if len(turns) == 1:
         return turns[0]
     return Utterance(
+        id=turns[0].id,
         text=" ".join(t.text.strip() for t in turns if t.text.strip()),
         source="voice" if any(t.source == "voice" for t in turns) else "text",
         received_at=turns[-1].received_at,
@@ -126,6 +130,7 @@ class ConverseService:
         default_silence_ms: int = 1000,
         default_vad_aggressiveness: int = 2,
         queue_limit: int = 1000,
+        announce: TurnSink | None = None,
     ) -> None:
         self._port = port
         self._agent_name = agent_name
@@ -138,6 +143,7 @@ class ConverseService:
         self._default_vad_aggressiveness = default_vad_aggressiveness
         self._queue: deque[Utterance] = deque(maxlen=queue_limit)
         self._active: _ActiveCall | None = None
+        self._announce = announce
 
     # --- user turns -----------------------------------------------------------------------------------------
     def on_user_turn(self, utterance: Utterance) -> bool:
@@ -145,12 +151,22 @@ class ConverseService:
         if not utterance.text.strip():
             return False
         active = self._active
+        if active is None and self._llm is not None:
+            utterance = utterance.model_copy(update={"answered_by_llm": True})
+        if self._announce is not None:
+            try:
+                self._announce(utterance)
+            except Exception:  # the notice is a second copy; the turn is still routed below
+                logger.exception("announcing a user turn failed")
         if active is not None:
             active.replies.append(utterance)
             active.arrived.set()
             return True
-        if self._llm is not None:
-            utterance = utterance.model_copy(update={"answered_by_llm": True})
+        if len(self._queue) == self._queue.maxlen:
+            logger.error(
+                "turn queue full: the oldest queued turn is dropped (%d turns taken, no converse call)",
+                len(self._queue),
+            )
         self._queue.append(utterance)
         logger.info("user turn queued (no converse call waiting)", extra={"queued": len(self._queue)})
         return False
@@ -195,6 +211,8 @@ class ConverseService:
             raise
         finally:
             self._active = None
+            if active.replies:  # completed after the answer was built: the next call's
+                self._requeue([], active)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -288,6 +306,9 @@ class ConverseService:
         interrupted: bool,
         ended_by: EndedBy,
     ) -> ConverseOk:
+        replies = active.replies if reply is not None else []
+        if reply is not None:
+            active.replies = []  # a turn completing from now until the call is over goes back to the queue
         return ConverseOk(
             id=active.call.id,
             reply=reply,
@@ -302,6 +323,8 @@ class ConverseService:
                 # earlier turns were transcribed before this call's options applied
                 spoke=timings.first_audio_ms is not None, transcribed=reply is not None and reply.source == "voice"
             ),
+            delivered=[turn.id for turn in [*earlier, *replies]],
+            held=[turn.id for turn in self._queue],
         )
 
     def _requeue(self, earlier: list[Utterance], active: _ActiveCall) -> None:

@@ -12,6 +12,10 @@ Flow of one converse call (bridge = caller, worker = callee):
    `HEARTBEAT_INTERVAL` seconds; the bridge treats their absence as a dead worker.
 3. The RPC response is a `ConverseOk` or `ConverseFailed`; if it does not fit, the response is a `StreamedBody`
    stub and the full body follows as a text stream on `TOPIC_RESPONSE`.
+
+Besides calls, the worker announces every user turn it takes to the bridge (`TurnNotice`, topic `TOPIC_TURN`); an
+answer lists the turn ids it carries (`delivered`) and those the worker still holds (`held`). The bridge returns a
+noticed turn that no answer carried and the worker no longer holds (its job died, or an answer was lost).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ RPC_CANCEL = "voice-mcp.cancel"
 TOPIC_MESSAGE = "voice-mcp.message"
 TOPIC_RESPONSE = "voice-mcp.response"
 TOPIC_PROGRESS = "voice-mcp.progress"
+TOPIC_TURN = "voice-mcp.turn"
 ATTR_REQUEST_ID = "voice-mcp.request_id"
 ATTR_ROLE = "voice-mcp.role"
 """Participant attribute naming a voice-mcp participant's role (`bridge` or `worker`)."""
@@ -134,6 +139,10 @@ class CancelReply(BaseModel):
 class Utterance(BaseModel):
     """One complete user turn, as the worker's session finalised it."""
 
+    id: str = Field(
+        default_factory=new_request_id,
+        description="The worker's id for this turn (a merged reply: its first turn's); the bridge returns each once.",
+    )
     text: str
     source: Literal["voice", "text"] = "voice"
     received_at: float = Field(default_factory=time.time, description="Unix time the turn was complete.")
@@ -171,6 +180,12 @@ class ConverseOk(BaseModel):
     tts_provider: str | None = None
     ignored_options: list[OptionName] = Field(
         default_factory=list, description="Options of this call the provider that served it could not honour."
+    )
+    delivered: list[str] = Field(
+        default_factory=list, description="Ids of every turn this answer carries (earlier, and each part of reply)."
+    )
+    held: list[str] = Field(
+        default_factory=list, description="Ids of the turns the worker still holds for the next call."
     )
 
 
@@ -216,6 +231,14 @@ class PingReply(BaseModel):
 
 
 Stage = Literal["received", "speaking", "listening", "transcribing", "done"]
+
+
+class TurnNotice(BaseModel):
+    """Published by the worker to the bridge (topic `TOPIC_TURN`) the moment it takes a user turn, so the bridge can
+    return the turn itself if the job that holds it dies or its answer is lost (`mcp_bridge.livekit.turn_ledger`)."""
+
+    v: int = PROTOCOL_VERSION
+    utterance: Utterance
 
 
 class Progress(BaseModel):

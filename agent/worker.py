@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +26,17 @@ from .converse_rpc import register_message_streams, register_rpc
 from .converse_service import ConverseService
 from .linking import AWAITING_USER, UserLinker
 from .page_controls import register_page_controls
-from .participants import workers_in_serving_order
+from .participants import is_bridge, workers_in_serving_order
 from .protocol import (
     ATTR_ROLE,
     PROTOCOL_VERSION,
     RPC_PING,
     TOPIC_PROGRESS,
+    TOPIC_TURN,
     WORKER_IDENTITY_PREFIX,
     Progress,
+    TurnNotice,
+    Utterance,
 )
 from .room_session import PAUSE_MS, RoomSession, build_room_session
 from .speech import build_stt, build_tts, build_vad, provider_label
@@ -157,7 +161,38 @@ def _converse_service(parts: JobParts, room: rtc.Room) -> ConverseService:
         tts_provider=_label(provider_label, parts.tts),
         default_silence_ms=settings.silence_ms,
         default_vad_aggressiveness=settings.vad_aggressiveness,
+        announce=_turn_announcer(room, settings.bridge_identity),
     )
+
+
+def _turn_announcer(room: rtc.Room, bridge_identity: str) -> Callable[[Utterance], None]:
+    """Tells the bridges in the room about each turn the job takes, so that a turn held by a job that dies (or in an
+    answer that never arrives) is still returned by a later call (`mcp_bridge.livekit.turn_ledger`)."""
+    sending: set[asyncio.Task[None]] = set()
+
+    async def send(utterance: Utterance) -> None:
+        bridges = [p.identity for p in room.remote_participants.values() if is_bridge(p, bridge_identity)]
+        if not bridges:
+            logger.info("user turn held by this job only (no bridge in the room to tell)")
+            return
+        try:
+            await room.local_participant.publish_data(
+                TurnNotice(utterance=utterance).model_dump_json(),
+                reliable=True,
+                destination_identities=bridges,
+                topic=TOPIC_TURN,
+            )
+        except Exception as exc:  # the job still holds the turn and returns it with the next call
+            logger.warning("could not tell the bridge about a user turn: %s", exc)
+
+    def announce(utterance: Utterance) -> None:
+        if not room.isconnected():
+            return
+        task = asyncio.get_running_loop().create_task(send(utterance))
+        sending.add(task)
+        task.add_done_callback(sending.discard)
+
+    return announce
 
 
 async def _join_room(ctx: JobContext, parts: JobParts, service: ConverseService) -> None:

@@ -34,6 +34,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"run only these parts (repeat or comma-separate): {', '.join(names)}",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results.json and latency.png go here")
+    parser.add_argument(
+        "--load-size",
+        type=_load_size,
+        default=None,
+        metavar="ROOMS,CALLS,AT_ONCE",
+        help="size of the load part (default 20,50,4; --quick 2,5,2)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at INFO")
     args = parser.parse_args(argv)
     only = [n.strip() for chunk in args.only for n in chunk.split(",") if n.strip()]
@@ -42,6 +49,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     args.parts = [p for p in PARTS if not only or p.name in only]
     return args
+
+
+def _load_size(text: str) -> tuple[int, int, int]:
+    try:
+        rooms, calls, at_once = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected three whole numbers: ROOMS,CALLS,AT_ONCE (e.g. 20,50,4)") from None
+    if min(rooms, calls, at_once) < 1:
+        raise argparse.ArgumentTypeError("ROOMS, CALLS and AT_ONCE must be at least 1")
+    return rooms, calls, at_once
 
 
 def _netns_problem(part: Part) -> str | None:
@@ -58,7 +75,7 @@ async def run(args: argparse.Namespace) -> Report:
     report = Report(quick=args.quick)
     speech = Speech()
     await speech.load()
-    ctx = Context(speech=speech, quick=args.quick, out=args.out)
+    ctx = Context(speech=speech, quick=args.quick, out=args.out, load_size=args.load_size)
     for part in args.parts:
         print(f"== {part.name}: {part.what}", file=sys.stderr, flush=True)
         started = time.perf_counter()

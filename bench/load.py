@@ -14,9 +14,12 @@ collects anything still queued.
 - `load_protocol_overhead`: converse total minus the worker's own first_audio_ms and speak_ms: the RPC request,
   progress packets, the user's chat crossing the room and the RPC response (p90 is the figure to watch).
 - `load_call_total`: the whole converse call.
+- `load_recovered_turns`: turns a bridge returned from its copy (`mcp_bridge.livekit.turn_ledger`) because the job
+  that held them was gone or its answer lost; `load_jobs`: jobs the worker started (one per room when all is well).
+  The load average is sampled every 10 s (min / max in the JSON).
 
-Rooms run `concurrency` at a time (one job process each on the worker; the worker takes at most 8 jobs); a finished
-room is deleted, which ends its job.
+Rooms run `concurrency` at a time (one job process each on the worker); a finished room is deleted, which ends its
+job. A room whose step has not changed for `STUCK_AFTER` seconds is given up and reported with that step.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from livekit import api, rtc
 
@@ -53,6 +59,14 @@ class RoomTally:
     totals: list[float] = field(default_factory=list)
     overheads: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    recovered: int = 0
+    dispatches: int = 0
+    step: str = "starting"
+    """What the room is waiting for now (a room that stops moving is reported with it)."""
+    step_since: float = field(default_factory=time.monotonic)
+
+    def at(self, step: str) -> None:
+        self.step, self.step_since = step, time.monotonic()
 
 
 class ChatUser:
@@ -76,9 +90,8 @@ class ChatUser:
             await asyncio.wait_for(self.room.disconnect(), 10)
 
 
-async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
+async def _room(server: ServerProcess, index: int, calls: int, tally: RoomTally) -> RoomTally:
     """One room's conversation. Never raises: a failure is recorded, and what was typed still counts."""
-    tally = RoomTally()
     room = f"load-{index}-{uuid.uuid4().hex[:6]}"
     identity = f"load-user-{index}"
     settings = bench_settings(
@@ -93,12 +106,18 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
     transport = LiveKitTransport(settings, worker_start_timeout=WORKER_WAIT)
     user: ChatUser | None = None
     try:
+        tally.at("user joining")
         user = await ChatUser.join(server, room, identity)
+        tally.at("waiting for a worker that listens to the user")
         await linked_worker(transport, identity, WORKER_WAIT)
         for n in range(calls):
+            tally.at(f"call {n}")
             utterance = f"room {index} utterance {n} {uuid.uuid4().hex[:8]}"
 
-            async def on_stage(stage: Stage, _detail: str, text: str = utterance, who: ChatUser = user) -> None:
+            async def on_stage(
+                stage: Stage, _detail: str, text: str = utterance, who: ChatUser = user, call: int = n
+            ) -> None:
+                tally.at(f"call {call}: {stage.value}")
                 if stage == Stage.LISTENING and text not in tally.typed:
                     tally.typed.append(text)
                     await who.type(text)
@@ -116,6 +135,7 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
             tally.returned.extend(line for line in result.text.splitlines() if line.strip())
         # anything typed but still queued is returned by the next call: make that call (retried after a failure)
         for attempt in range(3):
+            tally.at(f"sweep {attempt}")
             try:
                 sweep = await asyncio.wait_for(
                     transport.converse(ConverseRequest(message="That is all.", wait_for_response=False), _nothing),
@@ -126,14 +146,37 @@ async def _room(server: ServerProcess, index: int, calls: int) -> RoomTally:
                 continue
             tally.returned.extend(line for line in sweep.text.splitlines() if line.strip())
             break
-    except Exception as exc:
-        tally.errors.append(f"room: {type(exc).__name__}: {exc}")
+    except (Exception, asyncio.CancelledError) as exc:
+        task = asyncio.current_task()
+        if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+            raise  # the watchdog gave the room up
+        # a CancelledError nobody asked for: an awaited future was cancelled under the room (recorded, with where)
+        tally.errors.append(f"room: {type(exc).__name__} at '{tally.step}': {exc}")
     finally:
+        tally.at("leaving")
+        tally.recovered = transport.ledger.recovered_total
+        tally.dispatches = transport.dispatcher.dispatches
         await transport.aclose()
         if user is not None:
             await user.leave()
         await _delete_room(server, room)
     return tally
+
+
+STUCK_AFTER = WORKER_WAIT + 60.0
+"""A room whose step has not changed for this long (every wait in it is bounded by less) is given up."""
+
+
+async def _watched(conversation: Coroutine[Any, Any, RoomTally], tally: RoomTally) -> None:
+    """Run one room's conversation; if it stops moving, record where and leave it (without waiting for it)."""
+    task = asyncio.ensure_future(conversation)
+    while not task.done():
+        await asyncio.wait({task}, timeout=5.0)
+        stuck_for = time.monotonic() - tally.step_since
+        if not task.done() and stuck_for > STUCK_AFTER:
+            tally.errors.append(f"room: stuck at '{tally.step}' for {stuck_for:.0f} s")
+            task.cancel()
+            return
 
 
 async def _delete_room(server: ServerProcess, room: str) -> None:
@@ -168,11 +211,24 @@ def _count(tallies: list[RoomTally]) -> tuple[int, int, int]:
     return typed, lost, duplicated
 
 
+async def _sample_load(samples: list[float]) -> None:
+    while True:
+        samples.append(os.getloadavg()[0])
+        await asyncio.sleep(10)
+
+
+def _jobs_started(worker_log: Path) -> int:
+    return worker_log.read_text(errors="replace").count('"received job request"') if worker_log.exists() else 0
+
+
 async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> list[Measurement]:
     logs = out / "logs" / time.strftime("load-%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
     server = start_server(logs)
     worker = None
+    load_samples: list[float] = []
+    sampler = asyncio.create_task(_sample_load(load_samples))
+    jobs = 0
     try:
         async with FastTTSServer() as stub:
             worker = await asyncio.to_thread(
@@ -184,8 +240,9 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
             gate = asyncio.Semaphore(concurrency)
 
             async def one(index: int) -> RoomTally:
+                tally = RoomTally()
                 async with gate:
-                    tally = await _room(server, index, calls)
+                    await _watched(_room(server, index, calls, tally), tally)
                 with (logs / "rooms.jsonl").open("a") as finished:  # a run cut short still tells what it saw
                     finished.write(json.dumps({"room": index, **asdict(tally)}) + "\n")
                 return tally
@@ -194,7 +251,9 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
             results = await asyncio.gather(*(one(i) for i in range(rooms)), return_exceptions=True)
             wall = time.perf_counter() - started
     finally:
+        sampler.cancel()
         if worker is not None:
+            jobs = _jobs_started(worker.log)
             worker.stop()
         server.stop()
     tallies = [r for r in results if isinstance(r, RoomTally)]
@@ -202,10 +261,16 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
     typed, lost, duplicated = _count(tallies)
     errors = [e for t in tallies for e in t.errors] + failed_rooms
     shape = f"{rooms} rooms × {calls} calls, {concurrency} rooms at a time, one worker, {rooms} bridges"
+    load = {
+        "load_average_min": round(min(load_samples), 1) if load_samples else None,
+        "load_average_max": round(max(load_samples), 1) if load_samples else None,
+    }
     return [
         Measurement.single(
             "load_lost_utterances", "count", lost, f"{shape}: typed {typed}, returned by no call (goal 0)",
             typed=typed, failed_calls=len(errors), errors=errors[:20], wall_s=round(wall, 1),
+            rooms_finished=sum(1 for t in tallies if not any(e.startswith("room:") for e in t.errors)),
+            logs=str(logs), **load,
         ),
         Measurement.single(
             "load_duplicated_utterances", "count", duplicated, "returned by more than one call (goal 0)"
@@ -216,4 +281,12 @@ async def run_load(*, rooms: int, calls: int, concurrency: int, out: Path) -> li
         ),
         Measurement.of("load_call_total", "ms", [o for t in tallies for o in t.totals], "the whole converse call"),
         Measurement.single("load_failed_calls", "count", len(errors), "calls that ended in an error (see JSON)"),
+        Measurement.single(
+            "load_recovered_turns", "count", sum(t.recovered for t in tallies),
+            "returned by a bridge from its copy: the job that held them was gone or its answer lost",
+        ),
+        Measurement.single(
+            "load_jobs", "count", jobs, f"jobs the worker started for {rooms} rooms (bridges dispatched "
+            f"{sum(t.dispatches for t in tallies)} times)",
+        ),
     ]

@@ -14,7 +14,17 @@ from collections.abc import Callable, Iterator
 
 from livekit import rtc
 
-from agent.protocol import ATTR_REQUEST_ID, PROTOCOL_VERSION, TOPIC_PROGRESS, TOPIC_RESPONSE, Progress
+from agent.participants import is_worker
+from agent.protocol import (
+    ATTR_REQUEST_ID,
+    PROTOCOL_VERSION,
+    TOPIC_PROGRESS,
+    TOPIC_RESPONSE,
+    TOPIC_TURN,
+    Progress,
+    TurnNotice,
+    Utterance,
+)
 from agent.stream_inbox import StreamInbox
 from mcp_bridge.converse_types import TransportUnavailable
 
@@ -33,6 +43,8 @@ _NO_AUTOMATIC_REJOIN = {
 
 ProgressListener = Callable[[Progress], None]
 ParticipantListener = Callable[[rtc.RemoteParticipant], None]
+TurnListener = Callable[[str, Utterance], None]
+"""Called with the worker's identity and the turn it announced."""
 
 
 def backoff_delays(start: float = BACKOFF_START, cap: float = BACKOFF_MAX) -> Iterator[float]:
@@ -64,6 +76,7 @@ class RoomLink:
         self._left_listeners: set[ParticipantListener] = set()
         self._joined_listeners: set[ParticipantListener] = set()
         self._disconnect_listeners: set[Callable[[], None]] = set()
+        self._turn_listeners: set[TurnListener] = set()
         self._stream_tasks: set[asyncio.Task[None]] = set()
 
     # --- state --------------------------------------------------------------------------------------------------
@@ -157,6 +170,9 @@ class RoomLink:
     # --- events -------------------------------------------------------------------------------------------------
     def _attach(self, room: rtc.Room) -> None:
         def on_data(packet: rtc.DataPacket) -> None:
+            if packet.topic == TOPIC_TURN:
+                on_turn(packet)
+                return
             if packet.topic != TOPIC_PROGRESS:
                 return
             try:
@@ -169,6 +185,18 @@ class RoomLink:
                 return
             for listener in list(self._progress_listeners):
                 listener(progress)
+
+        def on_turn(packet: rtc.DataPacket) -> None:
+            sender = packet.participant
+            if sender is None or not is_worker(sender):
+                return
+            try:
+                notice = TurnNotice.model_validate_json(packet.data)
+            except ValueError:
+                logger.warning("unreadable turn notice from %s ignored", sender.identity)
+                return
+            for listener in list(self._turn_listeners):
+                listener(sender.identity, notice.utterance)
 
         def on_disconnected(reason: object = None) -> None:
             if self._room is not room:
@@ -215,6 +243,10 @@ class RoomLink:
     def on_progress(self, listener: ProgressListener) -> Callable[[], None]:
         self._progress_listeners.add(listener)
         return lambda: self._progress_listeners.discard(listener)
+
+    def on_turn(self, listener: TurnListener) -> Callable[[], None]:
+        self._turn_listeners.add(listener)
+        return lambda: self._turn_listeners.discard(listener)
 
     def on_participant_left(self, listener: ParticipantListener) -> Callable[[], None]:
         self._left_listeners.add(listener)

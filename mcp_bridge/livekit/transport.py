@@ -55,6 +55,7 @@ from mcp_bridge.transport_interface import TransportHealth
 
 from .link import RoomLink
 from .tokens import TokenSource
+from .turn_ledger import TurnLedger
 from .workers import (
     PING_TIMEOUT,
     Dispatcher,
@@ -67,6 +68,11 @@ from .workers import (
 logger = logging.getLogger(__name__)
 
 RESPONSE_STREAM_WAIT = 30.0
+REPLACE_SILENT_AFTER = 30.0
+"""A worker still in the room that does not answer is given this long (from when it first fell silent) before
+another is dispatched. Under load a job's event loop stalls for seconds (seen at load average 50: pongs 1.8 s late
+in the median, 13.8 s at worst) and its connection re-joins; dispatching at once put up to 11 jobs into one room,
+which only added load. A worker that leaves the room is replaced at once."""
 BACKGROUND_WORKER_WAIT = 60.0
 """How long a background dispatch keeps looking for the worker it started (job processes start slowly)."""
 _STAGES = {"speaking": Stage.SPEAKING, "listening": Stage.LISTENING, "transcribing": Stage.TRANSCRIBING}
@@ -124,6 +130,10 @@ class LiveKitTransport:
         self._call_lock = asyncio.Lock()
         self._warmup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.ledger = TurnLedger()
+        self._silent_since: dict[str, float] = {}
+        """Workers in the room that stopped answering, and since when (time.monotonic)."""
+        self.link.on_turn(self.ledger.noticed)
         self.link.on_disconnected(self._forget_worker)
         self.link.on_participant_left(self._on_participant_left)
 
@@ -137,6 +147,7 @@ class LiveKitTransport:
         if is_worker(participant):
             if self._worker is not None and self._worker.identity == participant.identity:
                 self._worker = None
+            self._silent_since.pop(participant.identity, None)
             self.dispatcher.forget()
 
     # --- readiness ----------------------------------------------------------------------------------------------
@@ -169,7 +180,6 @@ class LiveKitTransport:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         room = await self.link.ensure_connected(within)
-        silent: set[str] = set()
         joined = asyncio.Event()
         unsubscribe = self.link.on_participant_joined(lambda _p: joined.set())
         try:
@@ -177,19 +187,28 @@ class LiveKitTransport:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
+                silent: set[str] = set()  # asked again each round: a stalled job may answer again
                 worker = await find_worker(room, min(PING_TIMEOUT, remaining), silent)
                 if worker is not None:
+                    self._silent_since.pop(worker.identity, None)
                     self._worker = worker
                     return worker
-                if not self.dispatcher.recently_dispatched():
-                    # again after DISPATCH_PATIENCE: a dispatch made while no worker was registered is lost
-                    await self._dispatch(max(deadline - loop.time(), 0.5))
                 present = worker_candidates(room)
+                if not self._stalled(present, silent) and not self.dispatcher.recently_dispatched():
+                    # again after DISPATCH_PATIENCE: a dispatch made while no worker was registered is lost
+                    if silent:
+                        logger.warning(
+                            "dispatching another worker: %s silent for over %.0f s",
+                            ", ".join(sorted(silent)),
+                            REPLACE_SILENT_AFTER,
+                        )
+                    await self._dispatch(max(deadline - loop.time(), 0.5))
                 if not wait_if_dead and all(p.identity in silent for p in present):  # none left, or none alive
                     self._worker = None
                     raise TransportUnavailable(
-                        f"the voice-mcp worker in room '{self.settings.room}' does not answer (it may have crashed); "
-                        "another one was dispatched",
+                        f"the voice-mcp worker in room '{self.settings.room}' does not answer (it may have crashed "
+                        f"or be overloaded); another one is dispatched once it has been silent for "
+                        f"{REPLACE_SILENT_AFTER:.0f} s or has left",
                         "retry in a moment; check the worker's logs",
                     )
                 joined.clear()
@@ -203,6 +222,18 @@ class LiveKitTransport:
             f"within {within:.1f} s",
             "start one with `python -m agent start` using the same LIVEKIT_* settings",
         )
+
+    def _stalled(self, present: list[rtc.RemoteParticipant], silent: set[str]) -> bool:
+        """Whether a worker in the room that did not answer now is still within its `REPLACE_SILENT_AFTER`."""
+        now = time.monotonic()
+        stalled = False
+        for participant in present:
+            if participant.identity not in silent:
+                continue
+            since = self._silent_since.setdefault(participant.identity, now)
+            if now - since < REPLACE_SILENT_AFTER:
+                stalled = True
+        return stalled
 
     async def _dispatch(self, within: float) -> None:
         try:
@@ -235,9 +266,21 @@ class LiveKitTransport:
                 worker = await self.ensure_worker(self.worker_start_timeout)
             try:
                 reply = await self._call(worker, request, progress)
-            except (ConverseTimeout, TransportUnavailable):
+            except ConverseTimeout:
+                # silent mid-call: slow or dead. It has the REPLACE_SILENT_AFTER of any silent worker, counted from
+                # its last sign of life; if it answers again, the next call uses it (and the turns it holds).
+                self._silent_since.setdefault(worker.identity, time.monotonic() - self.heartbeat_timeout)
+                self._worker = None
+                raise
+            except TransportUnavailable:
                 self._forget_worker()
                 raise
+            reply, orphaned = self.ledger.settle(worker.identity, reply)
+            if orphaned:
+                logger.warning(
+                    "returning %d user turn(s) that no answer carried (their job is gone or its answer was lost)",
+                    len(orphaned),
+                )
             result = self._result(reply)
             await progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
             return result

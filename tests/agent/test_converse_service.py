@@ -278,3 +278,36 @@ async def test_cues_are_played_only_when_the_call_asks_for_them() -> None:
     assert port.cues == []
     await service.converse(ConverseCall(message="hi", listen=ListenOptions(max_seconds=0.1)), "b")
     assert port.cues == ["listening_started", "listening_stopped"]
+
+
+async def test_every_turn_is_announced_and_answers_list_what_they_carry_and_what_is_held() -> None:
+    announced: list[str] = []
+    port = FakePort()
+    stages = Stages()
+    service = ConverseService(
+        port, agent_name="voice-mcp", progress=stages, announce=lambda turn: announced.append(turn.text)
+    )
+    port.service = service
+    queued = Utterance(text="said before the call")
+    service.on_user_turn(queued)
+    task = asyncio.create_task(service.converse(ConverseCall(message="FYI", wait_for_response=False), "bridge"))
+    result = await task
+    assert isinstance(result, ConverseOk) and result.delivered == [queued.id] and result.held == []
+
+    later = Utterance(text="said between calls")
+    service.on_user_turn(later)
+    listening = asyncio.create_task(service.converse(call("And?"), "bridge"))
+    answer = await listening  # returns the queued turn at once
+    assert isinstance(answer, ConverseOk) and answer.delivered == [later.id]
+
+    waiting = asyncio.create_task(service.converse(call("Next?"), "bridge"))
+    await stages.reached("listening")
+    one, two = Utterance(text="one"), Utterance(text="two")
+    port.speaking = True  # the user goes on: both parts end up in one reply
+    service.on_user_turn(one)
+    service.on_user_turn(two)
+    port.speaking = False
+    reply = await waiting
+    assert isinstance(reply, ConverseOk) and reply.reply is not None and reply.reply.id == one.id
+    assert reply.delivered == [one.id, two.id]
+    assert announced == ["said before the call", "said between calls", "one", "two"]

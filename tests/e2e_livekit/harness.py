@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -111,6 +112,15 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def job_pid(self, room: str) -> int | None:
+        """The process id of the job that serves `room` (from the worker's JSON log), None before it is ready."""
+        for line in self.output().splitlines():
+            if f"voice-mcp worker ready in room {room} " not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                return int(json.loads(line)["pid"])
+        return None
 
 
 def start_worker(server: ServerProcess, log_dir: Path, extra_env: dict[str, str] | None = None) -> WorkerProcess:

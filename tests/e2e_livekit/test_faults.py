@@ -6,6 +6,8 @@ some call. Utterances are typed chat (`lk.chat`, which the worker treats like sp
 exactly; the kill "while the user is speaking" uses real speech.
 
 - the worker SIGKILLed mid-listen while the user is speaking;
+- one job SIGKILLed while it holds a turn the user completed between calls (a job replaced under load): the bridge's
+  copy (`mcp_bridge.livekit.turn_ledger`) is returned by the next job's first answer;
 - the server restarted mid-call (same address, empty server);
 - the namespace's network link cut for 3 s mid-call (`ip link set lkns0 down`; signalling stays on loopback);
 - the bridge's token expiring during a long session (a 15 s token lifetime), then a forced re-join.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -37,7 +41,7 @@ from mcp_bridge.converse_types import (
 )
 from mcp_bridge.livekit import LiveKitTransport
 
-from .conftest import synthesize
+from .conftest import synthesize, wait_until
 from .harness import NETNS_INTERFACE, ServerProcess, TestUser, WorkerProcess, start_server, start_worker
 from .test_livekit_converse import StageLog
 
@@ -162,6 +166,76 @@ async def test_worker_killed_mid_listen_while_the_user_speaks(
         await transport.aclose()
     assert talk.lost() == [] and talk.duplicated() == [], (talk.typed, talk.returned)
     assert len(talk.typed) == 3
+
+
+async def test_a_job_killed_while_it_holds_a_queued_turn(
+    start_lk_worker: Callable[..., WorkerProcess], lk_settings: Callable[..., Settings], lk_user: TestUser,
+    lk_room: str,
+) -> None:
+    agent_name = "voice-mcp-fault-job"
+    worker = start_lk_worker(voice_mcp_agent_name=agent_name)
+    transport = LiveKitTransport(lk_settings(agent_name=agent_name, livekit_timeout=8.0), worker_start_timeout=120)
+    talk = Conversation(transport, lk_user)
+    try:
+        await retry_exchange(talk, "First question?", unique("first answer"))  # a cold job may fail its first
+        assert transport._worker is not None
+        old_job = transport._worker.identity
+        job = worker.job_pid(lk_room)
+        assert job is not None and job != worker.proc.pid, "the room's job runs in its own process"
+
+        held = unique("said between calls")
+        await talk.type(held)  # no call waits: the job queues it and tells the bridge
+        await wait_until(lambda: transport.ledger.holds(held), 60, "the job's notice of the queued turn")
+        os.kill(job, signal.SIGKILL)  # the job dies with the turn in its queue; the worker itself lives on
+
+        after = await retry_exchange(talk, "Are you still there?", unique("yes, a new job"))
+        await talk.sweep()
+    finally:
+        await transport.aclose()
+    assert transport._worker is None or transport._worker.identity != old_job, "a new job answered"
+    assert held in after.earlier, (after, talk.returned)  # the first answer after the kill returns it
+    assert transport.ledger.recovered_total >= 1
+    assert talk.lost() == [] and talk.duplicated() == [], (talk.typed, talk.returned)
+    assert len(talk.typed) == 3
+
+
+async def test_a_stalled_job_is_waited_for_not_replaced(
+    start_lk_worker: Callable[..., WorkerProcess], lk_settings: Callable[..., Settings], lk_user: TestUser,
+    lk_room: str,
+) -> None:
+    """A job whose process does not run for a while (SIGSTOP: what an overloaded machine does to it for seconds)
+    is not replaced while it is still in the room: a second job would only add load and split the user's turns."""
+    agent_name = "voice-mcp-fault-stall"
+    worker = start_lk_worker(voice_mcp_agent_name=agent_name)
+    transport = LiveKitTransport(lk_settings(agent_name=agent_name, livekit_timeout=8.0), worker_start_timeout=120)
+    talk = Conversation(transport, lk_user)
+    try:
+        await retry_exchange(talk, "First question?", unique("first answer"))
+        assert transport._worker is not None
+        serving = transport._worker.identity
+        job = worker.job_pid(lk_room)
+        assert job is not None
+        held = unique("said before the stall")
+        await talk.type(held)
+        await wait_until(lambda: transport.ledger.holds(held), 60, "the job's notice of the queued turn")
+
+        transport.dispatcher.forget()  # the last dispatch is long past: only the stall rule holds another back
+        dispatches = transport.dispatcher.dispatches
+        os.kill(job, signal.SIGSTOP)
+        try:
+            with pytest.raises(TransportUnavailable):
+                await transport.ensure_worker(6.0)
+            assert transport.dispatcher.dispatches == dispatches, "no second job while the first is in the room"
+        finally:
+            os.kill(job, signal.SIGCONT)
+
+        after = await retry_exchange(talk, "Are you back?", unique("back again"))
+        await talk.sweep()
+    finally:
+        await transport.aclose()
+    assert transport._worker is not None and transport._worker.identity == serving, "the same job serves on"
+    assert held in after.earlier, (after, talk.returned)
+    assert talk.lost() == [] and talk.duplicated() == [], (talk.typed, talk.returned)
 
 
 async def test_server_restarted_mid_call(_require_netns: None, lk_settings: Callable[..., Settings],
