@@ -257,30 +257,29 @@ async def _round_trip(server: ServerProcess, iterations: int) -> list[Measuremen
 async def run_room(speech: Speech, *, iterations: int, out: Path) -> list[Measurement]:
     logs = out / "logs" / time.strftime("room-%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
-    if True:
-        server = start_server(logs)
-        workers: list[WorkerProcess] = []
-        try:
-            async with FastTTSServer() as stub:
-                starting = [
-                    asyncio.to_thread(start_worker, server, logs),
-                    asyncio.to_thread(
-                        start_worker,
-                        server,
-                        logs,
-                        {"VOICE_MCP_AGENT_NAME": STUB_AGENT, "VOICE_MCP_TTS": stub.base_url},
-                    ),
-                ]
-                for started in await asyncio.gather(*starting, return_exceptions=True):
-                    if isinstance(started, BaseException):
-                        raise started
-                    workers.append(started)
-                rows = await _first_audio(server, iterations)
-                rows += await _first_audio(server, max(iterations // 2, 1), quiet=IDLE_SECONDS + 2.0)
-                rows += await _eos_to_return(server, speech, max(iterations // 2, 1))
-                rows += await _round_trip(server, iterations)
-        finally:
-            for worker in workers:
-                worker.stop()
-            server.stop()
+    server = start_server(logs)
+    workers: list[WorkerProcess] = []
+    try:
+        async with FastTTSServer() as stub:
+            starting = [
+                asyncio.to_thread(start_worker, server, logs),
+                asyncio.to_thread(
+                    start_worker,
+                    server,
+                    logs,
+                    {"VOICE_MCP_AGENT_NAME": STUB_AGENT, "VOICE_MCP_TTS": stub.base_url},
+                ),
+            ]
+            for started in await asyncio.gather(*starting, return_exceptions=True):
+                if isinstance(started, BaseException):
+                    raise started
+                workers.append(started)
+            rows = await _first_audio(server, iterations)
+            rows += await _first_audio(server, max(iterations // 2, 1), quiet=IDLE_SECONDS + 2.0)
+            rows += await _eos_to_return(server, speech, max(iterations // 2, 1))
+            rows += await _round_trip(server, iterations)
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
     return rows
