@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
+CONTROL_TIMEOUT = 5.0
+"""Seconds starting or stopping an open stream may take before it counts as failed."""
 
 
 class DeviceStream:
@@ -33,6 +35,8 @@ class DeviceStream:
     role = "audio device"
     """How log messages name the device ("microphone", "speaker")."""
     preferred_rates: tuple[int, ...] = (48000,)
+    start_when_opened = True
+    """Start the stream as soon as it is open (the microphone). The player starts its own when it has audio."""
 
     def __init__(self, device: Device) -> None:
         self.device = device
@@ -44,6 +48,8 @@ class DeviceStream:
         self._closing = False
         self._abandoned = False
         self._state_lock = threading.Lock()  # _open (a thread) and start/close (the loop) decide who owns a stream
+        self._control_lock = threading.Lock()
+        """Held by the thread that starts, stops or closes the stream: PortAudio must never do two at once on it."""
 
     def _create_stream(self, sd: Any) -> Any:
         """The (not yet started) sounddevice stream, at `self.sample_rate`. Called with PortAudio locked."""
@@ -72,7 +78,8 @@ class DeviceStream:
             self.sample_rate = devices.choose_samplerate(self.device, self.preferred_rates)
             try:
                 stream = self._create_stream(sd)
-                stream.start()
+                if self.start_when_opened:
+                    stream.start()
             except Exception as exc:
                 raise devices.open_failed(self.device, exc) from None
             devices.stream_opened()
@@ -82,6 +89,34 @@ class DeviceStream:
                 return
         close_and_count(stream)
 
+    async def _control(self, action: str) -> bool:
+        """`stream.start()` or `stream.abort()` on a thread, bounded; False when there is no stream or the call failed
+        or timed out. Like a close, the call is not interrupted by a cancelled caller, and it never runs beside a
+        close: a stream closed meanwhile is left alone."""
+        stream = self._stream
+        if stream is None:
+            return False
+
+        def run() -> None:
+            with self._control_lock:
+                if self._stream is not stream:  # closed (or being closed) meanwhile
+                    raise RuntimeError("the stream was closed")
+                getattr(stream, action)()
+
+        call = asyncio.ensure_future(asyncio.to_thread(run))
+        _closing.add(call)
+        call.add_done_callback(_settled)
+        try:
+            async with asyncio.timeout(CONTROL_TIMEOUT):
+                await asyncio.shield(call)
+        except TimeoutError:
+            log.warning("the %s %s did not %s within %.0f s", self.role, self.device, action, CONTROL_TIMEOUT)
+            return False
+        except Exception as exc:
+            log.info("the %s %s could not %s: %s", self.role, self.device, action, exc)
+            return False
+        return True
+
     async def _close_stream(self) -> None:
         with self._state_lock:
             stream, self._stream = self._stream, None
@@ -89,7 +124,7 @@ class DeviceStream:
         if stream is None:
             return
         self._closing = True
-        closing = asyncio.ensure_future(asyncio.to_thread(close_and_count, stream))
+        closing = asyncio.ensure_future(asyncio.to_thread(close_and_count, stream, self._control_lock))
         _closing.add(closing)
         closing.add_done_callback(_closing.discard)
         try:
@@ -100,13 +135,24 @@ class DeviceStream:
 
 
 _closing: set[asyncio.Future[None]] = set()
-"""Closes in progress (a reference, so none is garbage-collected before its thread has finished)."""
+"""Closes, starts and stops in progress (a reference, so none is garbage-collected before its thread has finished)."""
 
 
-def close_and_count(stream: Any) -> None:
-    """Close `stream` and only then count it closed (PortAudio may be re-initialised once none is open)."""
+def _settled(call: asyncio.Future[None]) -> None:
+    _closing.discard(call)
+    if not call.cancelled():
+        call.exception()  # reported by the caller that waited; retrieved here for one that stopped waiting
+
+
+def close_and_count(stream: Any, control: threading.Lock | None = None) -> None:
+    """Close `stream` (once no other thread starts or stops it) and only then count it closed (PortAudio may be
+    re-initialised once none is open)."""
     try:
-        close_stream(stream)
+        if control is None:
+            close_stream(stream)
+        else:
+            with control:
+                close_stream(stream)
     finally:
         devices.stream_closed()
 
