@@ -36,7 +36,7 @@ from agent import cues
 from agent.config import Settings
 from agent.speech import provider_label
 from agent.speech.call_options import CallOptions, OptionRefused
-from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
+from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks, split_first_clause
 from agent.speech.turn_model import TurnModel, TurnModelUnavailable, find_model
 from mcp_bridge.cancel_safe import finish
 from mcp_bridge.converse_types import (
@@ -196,8 +196,10 @@ class LocalTransport:
     # --- speaking -----------------------------------------------------------------------------------------------
 
     def sentences(self, text: str) -> list[str]:
-        """What one TTS call each speaks: sentences, and pieces of any sentence too long for one synthesis."""
-        return [s.strip() for s in speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False) if s.strip()]
+        """What one TTS call each speaks: sentences, and pieces of any sentence too long for one synthesis; a long
+        first sentence is cut after its first clause, so the first audio comes sooner."""
+        parts = split_first_clause(speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False))
+        return [s.strip() for s in parts if s.strip()]
 
     async def synthesize(self, text: str, tts: lk_tts.TTS | None = None) -> AsyncIterator[rtc.AudioFrame]:
         """Audio of `text`, one sentence after the other, as soon as each is synthesised."""
@@ -260,10 +262,12 @@ class _Exchange:
             )
             # the speaker of an exchange within VOICE_MCP_DEVICE_IDLE_MS, still open: owned (and closed) by us now
             self.player = self.t.speaker.take()
-            mic_device = await self._resolve_microphone() if listening else None
             speaker = None if self.player is not None else await asyncio.to_thread(
                 resolve_device, self.settings.output_device, "output"
             )
+            mic_device = await self._resolve_microphone() if listening else None
+            if self.player is None and speaker is None:  # the kept one was closed to find the microphone
+                speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
             # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
             # tuned to the previous pair lets echo through while it re-adapts (measured; see docs/local-loop.md)
             self.echo = echo = EchoCanceller(echo_cancellation=self.settings.echo_cancellation) if listening else None
