@@ -5,7 +5,8 @@ takes 10 ms at a time, sends it to the speaker and hands the same 10 ms to the e
 the microphone can subtract it). `first_audio_at` records when the first real sample left for the speaker (plus the
 device's reported output latency). `stop()` drops everything queued, for barge-in.
 
-`start()` opens the stream without starting it; `play()` starts it once the first audio is queued. A running
+`start()` opens the stream without starting it; `play()` starts it once the first audio is queued (enough to fill
+the device's buffer: `ready_to_play`). A running
 stream keeps `OUTPUT_LATENCY` of audio buffered, silence while there is nothing to say, and new audio is heard only
 after that silence (~0.2 s measured through PulseAudio); a stream started with the audio already queued is heard
 within ~20 ms. `pause()` stops the stream but keeps it open, so an exchange can hand the speaker to the next one
@@ -110,6 +111,13 @@ class Player(DeviceStream):
         self.first_audio_at = None
         self.played_samples = 0
         self.exchanges += 1
+
+    @property
+    def ready_to_play(self) -> bool:
+        """Enough of the piece is queued to fill the device's buffer, or all of it: a stream started now plays it
+        without a gap (it takes `OUTPUT_LATENCY` of audio at once when it starts)."""
+        with self._lock:
+            return self._ended or self._queued >= self.sample_rate * OUTPUT_LATENCY
 
     async def play(self) -> None:
         """Start the stream if it is not running (call it once audio is queued: it is heard at once, not after a

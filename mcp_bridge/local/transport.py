@@ -391,8 +391,10 @@ class _Exchange:
             if isinstance(item, BaseException):
                 raise item
             self.player.push(item)
-            await self.player.play()  # once: the stream starts with the first audio queued, so it is heard at once
+            if not self.player.running and self.player.ready_to_play:
+                await self.player.play()  # the stream starts with the first audio queued: it is heard at once
         self.player.end()
+        await self.player.play()  # a piece shorter than the device's buffer
         await self.player.wait_done()
 
     async def _cue(self, *, start: bool) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,10 +21,11 @@ from livekit.agents import vad as lk_vad
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.converse_types import ConverseRequest, ListenOptions, Stage
 from mcp_bridge.local import LocalTransport
-from tests.audio.pulse import VirtualAudio
+from tests.audio.pulse import VirtualAudio, start_virtual_audio, stop_virtual_audio
 
 from .conftest import Progress, SpeakPcm, make_settings, voiced_seconds
 from .test_exchange import LONG_MESSAGE, echo_verdict
+from .test_salvage import kill_pulseaudio
 
 pytestmark = pytest.mark.audio
 
@@ -169,3 +172,31 @@ async def test_the_echo_canceller_hears_the_kept_speaker(
         assert voiced_seconds(played) > message_seconds * 0.8, (voiced_seconds(played), message_seconds)
     finally:
         await transport.aclose()
+
+
+async def test_a_kept_speaker_whose_sound_server_restarted_is_replaced_by_a_fresh_one(
+    tmp_path: Path, whisper: FasterWhisperSTT, piper: PiperTTS, shared_vad: lk_vad.VAD,
+    virtual_audio: VirtualAudio,
+) -> None:
+    """PulseAudio crashes and comes back while the speaker is kept: the next call still plays (through a new
+    stream), instead of failing on the dead one."""
+    doomed_dir = Path(tempfile.mkdtemp(prefix="vmcp-kept-"))
+    doomed = start_virtual_audio(doomed_dir)
+    saved = os.environ["PULSE_SERVER"]
+    os.environ["PULSE_SERVER"] = doomed.env["PULSE_SERVER"]  # the ALSA pulse plugin connects at open time
+    transport = transport_with(tmp_path, 60_000, whisper, piper, shared_vad)
+    try:
+        await speak(transport, SHORT)
+        assert transport.speaker.holding
+        await asyncio.to_thread(kill_pulseaudio, doomed)
+        doomed = start_virtual_audio(doomed_dir)  # back, on the same socket
+        with doomed.record_speaker() as speaker:
+            await speak(transport, SHORT)
+            played = speaker.stop()
+        assert voiced_seconds(played) > 0.5
+        assert transport.speaker.holding
+    finally:
+        os.environ["PULSE_SERVER"] = saved
+        await transport.aclose()
+        await asyncio.to_thread(stop_virtual_audio, doomed)
+        shutil.rmtree(doomed_dir, ignore_errors=True)
