@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import devices
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
-CONTROL_TIMEOUT = 5.0
+CONTROL_TIMEOUT = 3.0
 """Seconds starting or stopping an open stream may take before it counts as failed."""
 
 
@@ -49,7 +50,8 @@ class DeviceStream:
         self._abandoned = False
         self._state_lock = threading.Lock()  # _open (a thread) and start/close (the loop) decide who owns a stream
         self._control_lock = threading.Lock()
-        """Held by the thread that starts, stops or closes the stream: PortAudio must never do two at once on it."""
+        """Held by the thread that starts, stops or closes the stream: PortAudio must never do two at once on it.
+        One per stream: a new stream gets a new lock, so a thread wedged on a dead one cannot block it."""
 
     def _create_stream(self, sd: Any) -> Any:
         """The (not yet started) sounddevice stream, at `self.sample_rate`. Called with PortAudio locked."""
@@ -86,6 +88,7 @@ class DeviceStream:
         with self._state_lock:
             if not self._abandoned:
                 self._stream = stream
+                self._control_lock = threading.Lock()
                 return
         close_and_count(stream)
 
@@ -93,17 +96,18 @@ class DeviceStream:
         """`stream.start()` or `stream.abort()` on a thread, bounded; False when there is no stream or the call failed
         or timed out. Like a close, the call is not interrupted by a cancelled caller, and it never runs beside a
         close: a stream closed meanwhile is left alone."""
-        stream = self._stream
+        with self._state_lock:
+            stream, control = self._stream, self._control_lock
         if stream is None:
             return False
 
         def run() -> None:
-            with self._control_lock:
+            with control:
                 if self._stream is not stream:  # closed (or being closed) meanwhile
                     raise RuntimeError("the stream was closed")
                 getattr(stream, action)()
 
-        call = asyncio.ensure_future(asyncio.to_thread(run))
+        call = on_daemon_thread(run, f"voice-mcp-{self.role}-{action}")
         _closing.add(call)
         call.add_done_callback(_settled)
         try:
@@ -117,16 +121,20 @@ class DeviceStream:
             return False
         return True
 
-    async def _close_stream(self) -> None:
+    async def _close_stream(self, *, wait: bool = True) -> None:
+        """Close the stream (`wait=False`: let it close on its own thread, as for one that is known to be dead)."""
         with self._state_lock:
             stream, self._stream = self._stream, None
+            control = self._control_lock
             self._abandoned = True  # a stream still being opened is closed by its opening thread
         if stream is None:
             return
         self._closing = True
-        closing = asyncio.ensure_future(asyncio.to_thread(close_and_count, stream, self._control_lock))
+        closing = on_daemon_thread(lambda: close_and_count(stream, control), f"voice-mcp-{self.role}-close")
         _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
+        closing.add_done_callback(_settled)
+        if not wait:
+            return
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await asyncio.shield(closing)  # a cancelled caller stops waiting; the close goes on
@@ -136,6 +144,35 @@ class DeviceStream:
 
 _closing: set[asyncio.Future[None]] = set()
 """Closes, starts and stops in progress (a reference, so none is garbage-collected before its thread has finished)."""
+
+
+def on_daemon_thread(work: Callable[[], None], name: str) -> asyncio.Future[None]:
+    """Run `work` on a daemon thread of its own; the future is done when it returns. Not `asyncio.to_thread`: a
+    driver that never returns would then keep the interpreter from exiting (its executor's threads are joined)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def report(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            work()
+        except BaseException as exc:
+            error = exc
+        try:
+            loop.call_soon_threadsafe(report, error)
+        except RuntimeError:  # the loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
 
 
 def _settled(call: asyncio.Future[None]) -> None:

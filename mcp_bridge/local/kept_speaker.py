@@ -1,7 +1,10 @@
-"""The speaker between exchanges: kept open, its stream stopped, for a bounded idle time.
+"""The speaker between exchanges: kept open, playing silence, for a bounded idle time.
 
 An exchange that ends well (or is cancelled) hands its `Player` here instead of closing it; the next exchange within
-`VOICE_MCP_DEVICE_IDLE_MS` takes it back and plays at once, without resolving and opening the device again. The
+`VOICE_MCP_DEVICE_IDLE_MS` takes it back and plays at once, without resolving and opening the device again.
+The stream keeps running while it is kept: a running stream whose sound server goes away stops calling back, so
+`take()` sees it is dead and a fresh one is opened (PortAudio's start on a stopped stream whose server had died
+never returned, in tests). The exchange that takes it stops it and starts it again with its first audio queued. The
 idle timer closes it otherwise, and `aclose()` always does. Only the speaker is kept: the microphone closes after
 every exchange (privacy, and the system's microphone indicator).
 
@@ -42,20 +45,20 @@ class KeptSpeaker:
         if player is not None and self._timer is not None:
             self._timer.cancel()  # still asleep: the timer only closes the player it finds here
             self._timer = None
-        if player is not None and not player.reusable:
+        if player is not None and not player.alive:  # its sound server went away meanwhile, say
             self._close_later(player)
             return None
         return player
 
     async def keep(self, player: Player) -> None:
-        """Take over `player` after its exchange: stop its stream and keep it for `idle_seconds`, or close it."""
+        """Take over `player` after its exchange: keep it (running, silent) for `idle_seconds`, or close it."""
         await self._close_kept()  # never two: a second exchange cannot run beside the first, but be sure
-        if self.idle_seconds <= 0 or not player.healthy:
+        if self.idle_seconds <= 0 or not player.alive:
+            log.debug("speaker not kept (idle %.1f s, healthy %s, running %s, last callback %.2f s ago)",
+                      self.idle_seconds, player.healthy, player.running, player.since_callback)
             await player.aclose()
             return
-        if not await player.pause() or not player.reusable:
-            await player.aclose()
-            return
+        player.idle()
         self._player = player
         self.expired.clear()
         self._timer = asyncio.get_running_loop().create_task(self._expire(player), name="voice-mcp-speaker-idle")

@@ -53,6 +53,7 @@ from mcp_bridge.converse_types import (
 )
 from mcp_bridge.transport_interface import TransportHealth
 
+from . import devices
 from .devices import Device, resolve_device
 from .echo import EchoCanceller
 from .endpointing import EndpointConfig, SpeechStarted
@@ -278,6 +279,8 @@ class _Exchange:
                 assert speaker is not None
                 self.player = Player(speaker)
                 await self.player.start()  # opened, not started: play() starts it with the first audio queued
+            elif not await self.player.pause():  # kept and alive: stopped now, play() starts it with the first audio
+                raise devices.failed_in_use(self.player.device, "it could not be stopped")
             self.player.attach(echo)
             listener = self._listener(self.t.turn_model()) if self.mic is not None else None
             if listener is not None:
@@ -300,6 +303,8 @@ class _Exchange:
             if done:  # the user has their answer: the cue drains and the devices close after we return
                 self.settling = asyncio.create_task(self._cleanup(listen_task, keep), name="voice-mcp-settle")
             else:
+                if self.player is not None:
+                    self.player.stop()  # cancelled or failed: silent at once, nothing left to drain
                 await self._cleanup(listen_task, keep)
 
     async def _resolve_microphone(self) -> Device:
