@@ -10,7 +10,7 @@ every exchange (privacy, and the system's microphone indicator).
 
 Ownership is always single: the exchange owns the player from `take()` (or from opening its own) until it calls
 `keep()`; from then on this object does, until the timer or `aclose()` closes it or the next `take()`. A player
-that failed, or whose stream could not be stopped, is closed instead of kept.
+that failed, or whose callbacks stopped, is closed instead of kept.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ Order of one exchange:
 
 The first sentence is synthesised while the devices open. The speaker's stream starts only once the first audio
 is queued (a running stream would put its buffer of silence before it), and after an exchange the speaker stays
-open, stopped, for `VOICE_MCP_DEVICE_IDLE_MS` (`kept_speaker.py`): the next exchange plays without opening it; the
-microphone closes after every exchange. The end-of-turn model (`agent.speech.turn_model`) is loaded on the first
-exchange that listens, in the background, and kept; if it cannot load, turns end by silence and `health()` says why.
+open, playing silence, for `VOICE_MCP_DEVICE_IDLE_MS` (`kept_speaker.py`): the next exchange stops it and starts it
+with its first audio queued, without opening it; the microphone closes after every exchange. The end-of-turn model
+(`agent.speech.turn_model`) is loaded on the first exchange that listens, in the background, and kept; if it cannot
+load, turns end by silence and `health()` says why.
 
 The STT, TTS and VAD objects are injected: they are the one set shared with the LiveKit worker.
 """
@@ -297,7 +298,7 @@ class _Exchange:
             done = keep = True
             return result
         except asyncio.CancelledError:
-            keep = True  # the speaker is fine: stopped, it serves the next call
+            keep = True  # the speaker is fine: silenced, it serves the next call
             raise
         finally:  # no other await here: a cancelled call is cancelled again at each one, and must reach _cleanup
             if done:  # the user has their answer: the cue drains and the devices close after we return
