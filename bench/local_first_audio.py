@@ -33,6 +33,8 @@ from .speech import Speech
 from .virtual_audio import Tap, VirtualAudioSession
 
 LISTEN_SECONDS = 1.0
+QUIET_BEFORE = 0.6
+"""Seconds of quiet before each call, so that no earlier sound is taken for its first one."""
 BOUND = 120.0
 
 
@@ -50,8 +52,13 @@ async def _no_progress(stage: Stage, message: str) -> None:
     return None
 
 
-async def _call(transport: LocalTransport, tap: Tap, side: str) -> tuple[float | None, float | None]:
-    await transport.settle()  # the previous call has released (or handed over) its devices
+async def _call(
+    transports: dict[str, LocalTransport], tap: Tap, side: str
+) -> tuple[float | None, float | None]:
+    for each in transports.values():  # every previous call's "done" cue has played: the tap hears only this call
+        await each.settle()
+    await asyncio.sleep(QUIET_BEFORE)  # and has reached the monitor (it lags what PortAudio reports)
+    transport = transports[side]
     # the calls run one after the other, so the transport module's Player can be swapped for the "started" side
     local_transport.Player = _StartedWhenOpened if side == "started" else Player  # type: ignore[misc]
     tap.clear()
@@ -81,11 +88,11 @@ async def run_first_audio(speech: Speech, *, rounds: int, out: Path) -> list[Mea
         try:
             await asyncio.sleep(1.0)
             for side in sides:
-                await _call(transports[side], tap, side)  # warm-up: all open the speaker here
+                await _call(transports, tap, side)  # warm-up: all open the speaker here
             for n in range(rounds):
                 order = sides[n % len(sides):] + sides[:n % len(sides)]
                 for side in order:
-                    heard, first = await _call(transports[side], tap, side)
+                    heard, first = await _call(transports, tap, side)
                     speaker[side].append(heard)
                     own[side].append(first)
                 loads.append(os.getloadavg()[0])
