@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     job_executor: Literal["process", "thread"] = Field(
         "process",
         description="How the worker runs each room's job: process = one job process per room (isolated, uses every "
-        "core), thread = every room in a thread of the worker process (less CPU and memory per room, one GIL).",
+        "core), thread = every room in a thread of the worker process (far less memory per room, one GIL).",
     )
     room_idle_timeout: float = Field(
         600.0,
