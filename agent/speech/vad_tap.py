@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from livekit import rtc
 from livekit.agents import vad
+
+from ..turn_stages import TurnStages
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ class TappedVAD(vad.VAD):
         self._inner = inner
         self._listeners: list[VADListener] = []
         self._holds: list[asyncio.Future[None]] = []
+        self.stages = TurnStages()
+        """When the current turn's last segment passed each stage (`agent.turn_stages`)."""
 
     @property
     def inner(self) -> vad.VAD:
@@ -112,13 +117,17 @@ class TappedVADStream(vad.VADStream):
 
     async def __anext__(self) -> vad.VADEvent:
         event = await self._inner.__anext__()
+        ending = event.type == vad.VADEventType.END_OF_SPEECH
+        if ending:
+            self._tapped.stages.segment_ended(time.time() - event.silence_duration - event.inference_duration)
         self._tapped._publish(event)
         holds = self._tapped._take_holds()
-        if not holds or event.type != vad.VADEventType.END_OF_SPEECH:
-            return event
-        _, pending = await asyncio.wait(holds, timeout=MAX_HOLD)
-        if pending:
-            logger.warning("a speech segment's transcript took over %.0f s; the turn may end without it", MAX_HOLD)
+        if holds and ending:
+            _, pending = await asyncio.wait(holds, timeout=MAX_HOLD)
+            if pending:
+                logger.warning("a speech segment's transcript took over %.0f s; the turn may end without it", MAX_HOLD)
+        if ending:
+            self._tapped.stages.session_told = time.time()
         return event
 
     async def aclose(self) -> None:
