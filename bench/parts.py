@@ -66,7 +66,8 @@ async def _room(ctx: Context) -> list[Measurement]:
 async def _turns(ctx: Context) -> list[Measurement]:
     from .turns import run_turns
 
-    return await run_turns(ctx.speech, iterations=ctx.n(6, 2), out=ctx.out)
+    iterations = int(os.environ.get("BENCH_TURNS_ITERATIONS") or ctx.n(6, 2))  # replies per length and side
+    return await run_turns(ctx.speech, iterations=iterations, out=ctx.out)
 
 
 async def _capacity(ctx: Context) -> list[Measurement]:

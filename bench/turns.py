@@ -164,6 +164,7 @@ async def _interleaved(speech: Speech, rooms: list[_RoomSide], iterations: int) 
     loads: dict[str, list[float]] = {s: [] for s in sides}
     stages: dict[str, dict[str, list[float | None]]] = {r.name: {st: [] for st in STAGES} for r in rooms}
     local_own: list[float | None] = []
+    failures: dict[str, list[str]] = {s: [] for s in sides}
     vad = build_vad(bench_settings())
     with VirtualAudioSession() as audio, TemporaryDirectory(prefix="vmcp-bench-turns-") as tmp:
         transport = LocalTransport(bench_settings(data_dir=Path(tmp)), stt=speech.stt, tts=speech.tts, vad=vad)
@@ -185,7 +186,12 @@ async def _interleaved(speech: Speech, rooms: list[_RoomSide], iterations: int) 
                             errors[side].append(wer(reply.text, result.text))
                             continue
                         room = next(r for r in rooms if r.name == side)
-                        took, text, got = await room.exchange(reply)
+                        try:
+                            took, text, got = await room.exchange(reply)
+                        except Exception as exc:  # one lost call (a starved worker) must not lose the run
+                            log.warning("%s: %r failed: %s", side, reply.text, exc)
+                            failures[side].append(f"{reply.text!r}: {exc}")
+                            took, text, got = None, "", dict.fromkeys(STAGES)
                         returned[side][seconds].append(took)
                         errors[side].append(wer(reply.text, text))
                         for stage, value in got.items():
@@ -213,6 +219,7 @@ async def _interleaved(speech: Speech, rooms: list[_RoomSide], iterations: int) 
                 f"{side}: all replies; WER median {sorted(errors[side])[len(errors[side]) // 2]:.3f}",
                 load=[round(v, 2) for v in loads[side]],
                 wer=errors[side],
+                failures=failures[side],
             )
         )
     rows.append(
