@@ -11,6 +11,9 @@ side alike:
 - `room_before` (only with `BENCH_BEFORE_ROOT=<another checkout>`): the same through that checkout's worker, in
   its own room, in the same run — the before/after pair.
 
+`BENCH_TURNS_RULE=silence` runs every side with `VOICE_MCP_TURN_DETECTION=silence` (default: the product
+default, the end-of-turn model); `BENCH_TURNS_ITERATIONS` sets the replies per length and side.
+
 Rows: `eos_to_return_{side}_{N}s` and `_all` (median/p90, the load average at each exchange in `extra.load`);
 for the room sides, where the time goes, from the worker's `turn stages` log line (`agent.turn_stages`), each
 from the reply's real end of speech: `room_stage_{stage}[_before]` for `vad_dated_end` (where the VAD dates the
@@ -123,6 +126,10 @@ class _RoomSide:
             await self.user.leave()
 
 
+def _rule() -> str:
+    return os.environ.get("BENCH_TURNS_RULE") or "model"
+
+
 async def run_turns(speech: Speech, *, iterations: int, out: Path) -> list[Measurement]:
     logs = out / "logs" / time.strftime("turns-%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
@@ -130,6 +137,7 @@ async def run_turns(speech: Speech, *, iterations: int, out: Path) -> list[Measu
     workers: list[WorkerProcess] = []
     rooms: list[_RoomSide] = []
     before = os.environ.get("BENCH_BEFORE_ROOT")
+    rule = _rule()
     try:
         plans = [("room", REPO, "voice-mcp")]
         if before:
@@ -137,7 +145,12 @@ async def run_turns(speech: Speech, *, iterations: int, out: Path) -> list[Measu
         started = await asyncio.gather(
             *(
                 asyncio.to_thread(
-                    start_bench_worker, server, logs, name, root=root, extra_env={"VOICE_MCP_AGENT_NAME": agent}
+                    start_bench_worker,
+                    server,
+                    logs,
+                    name,
+                    root=root,
+                    extra_env={"VOICE_MCP_AGENT_NAME": agent, "VOICE_MCP_TURN_DETECTION": rule},
                 )
                 for name, root, agent in plans
             )
@@ -167,7 +180,8 @@ async def _interleaved(speech: Speech, rooms: list[_RoomSide], iterations: int) 
     failures: dict[str, list[str]] = {s: [] for s in sides}
     vad = build_vad(bench_settings())
     with VirtualAudioSession() as audio, TemporaryDirectory(prefix="vmcp-bench-turns-") as tmp:
-        transport = LocalTransport(bench_settings(data_dir=Path(tmp)), stt=speech.stt, tts=speech.tts, vad=vad)
+        settings = bench_settings(data_dir=Path(tmp), turn_detection=_rule())
+        transport = LocalTransport(settings, stt=speech.stt, tts=speech.tts, vad=vad)
         tap = Tap("vspeaker.monitor").start()
         try:
             await asyncio.sleep(1.0)
@@ -216,7 +230,8 @@ async def _interleaved(speech: Speech, rooms: list[_RoomSide], iterations: int) 
                 f"eos_to_return_{side}_all",
                 "ms",
                 both,
-                f"{side}: all replies; WER median {sorted(errors[side])[len(errors[side]) // 2]:.3f}",
+                f"{side}, turn detection {_rule()}: all replies; WER median "
+                f"{sorted(errors[side])[len(errors[side]) // 2]:.3f}",
                 load=[round(v, 2) for v in loads[side]],
                 wer=errors[side],
                 failures=failures[side],
