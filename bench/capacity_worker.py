@@ -58,8 +58,16 @@ def _worker_root() -> Path:
     return Path(os.environ.get("BENCH_WORKER_ROOT") or REPO).resolve()
 
 
-def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerProcess:
-    root = _worker_root()
+def start_bench_worker(
+    server: ServerProcess,
+    logs: Path,
+    name: str,
+    *,
+    root: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> WorkerProcess:
+    """`root`: the checkout whose worker runs (default: `BENCH_WORKER_ROOT`, else this one)."""
+    root = root or _worker_root()
     log = logs / f"worker-{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "LIVEKIT_"))}
     env.update(
@@ -72,6 +80,7 @@ def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerPr
         PYTHONUNBUFFERED="1",
         PYTHONPATH=str(root),
     )
+    env.update(extra_env or {})
     python = root / ".venv" / "bin" / "python"
     threads = os.environ.get("BENCH_WORKER_EXECUTOR", "process") == "thread"
     if threads:
