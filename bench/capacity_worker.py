@@ -67,8 +67,16 @@ def _executor() -> Executor:
     return executor  # type: ignore[return-value]
 
 
-def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerProcess:
-    root = _worker_root()
+def start_bench_worker(
+    server: ServerProcess,
+    logs: Path,
+    name: str,
+    *,
+    root: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> WorkerProcess:
+    """`root`: the checkout whose worker runs (default: `BENCH_WORKER_ROOT`, else this one)."""
+    root = root or _worker_root()
     log = logs / f"worker-{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "LIVEKIT_"))}
     env.update(
@@ -82,6 +90,7 @@ def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerPr
         PYTHONUNBUFFERED="1",
         PYTHONPATH=str(root),
     )
+    env.update(extra_env or {})
     python = root / ".venv" / "bin" / "python"
     proc = subprocess.Popen(
         [str(python) if python.exists() else sys.executable, "-m", "agent", "start"],

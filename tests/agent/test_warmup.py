@@ -88,6 +88,31 @@ def test_a_job_process_loads_at_a_lower_priority_and_gets_its_own_back_for_the_j
         assert idle == start == after and saved == "None"
 
 
+def test_threads_started_while_the_process_loaded_get_the_normal_priority_back_too() -> None:
+    """Whisper's and ONNX Runtime's compute threads start while the idle process loads its models: on Linux they
+    keep the lowered niceness unless every thread is restored (the room path's Whisper ran 3-4x slower)."""
+    out = run_python(
+        "import os, threading\n"
+        "from agent.warmup import lower_priority_while_idle, restore_priority, can_restore_priority\n"
+        "start = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        "saved = lower_priority_while_idle()\n"
+        "release = threading.Event()\n"
+        "worker = threading.Thread(target=release.wait)\n"
+        "worker.start()\n"
+        "idle = os.getpriority(os.PRIO_PROCESS, worker.native_id)\n"
+        "restore_priority(saved)\n"
+        "after = os.getpriority(os.PRIO_PROCESS, worker.native_id)\n"
+        "release.set()\n"
+        "worker.join()\n"
+        "print(can_restore_priority(), start, idle, after)\n"
+    )
+    restorable, start, idle, after = out.split()
+    if restorable == "True":
+        assert int(idle) >= 10 and int(after) == int(start)
+    else:
+        assert idle == start == after
+
+
 @pytest.mark.parametrize(
     ("cpus", "memory_mb", "expected"),
     [
