@@ -71,14 +71,29 @@ async def load_models(*components: Any) -> None:
                 logger.warning("could not preload %s: %s", type(provider).__name__, exc)
 
 
+_warm_voices: set[tuple[str, str]] = set()
+"""The on-device voices this process has synthesised with: their loaded sessions are shared by every TTS object
+of the process (`agent.speech.model_weights`), so a second warm-up (a job thread's, with
+`VOICE_MCP_JOB_EXECUTOR=thread`) would only take CPU from the rooms that are speaking."""
+
+
+def _voice_key(provider: Any) -> tuple[str, str]:
+    return (type(provider).__name__, str(getattr(provider, "model", "")))
+
+
 async def warm_synthesis(tts: Any, within: float = WARMUP_TIMEOUT) -> int:
     """Synthesise a short sentence with every on-device TTS behind `tts` and throw the audio away (never played).
 
-    Returns how many providers produced audio. Bounded by `within` seconds in all; failures are logged only."""
+    Returns how many providers are warm (produced audio now, or earlier in this process: a voice is warmed once
+    per process). Bounded by `within` seconds in all; failures are logged only."""
     warmed = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     for provider in embedded(tts):
+        voice = _voice_key(provider)
+        if voice in _warm_voices:  # another job thread of this process warmed this voice's shared session
+            warmed += 1
+            continue
         remaining = deadline - loop.time()
         if remaining <= 0:
             logger.warning("warm-up synthesis abandoned after %.0f s", within)
@@ -87,6 +102,8 @@ async def warm_synthesis(tts: Any, within: float = WARMUP_TIMEOUT) -> int:
         try:
             frame = await asyncio.wait_for(stream.collect(), remaining)
             warmed += int(frame.samples_per_channel > 0)
+            if frame.samples_per_channel > 0:
+                _warm_voices.add(voice)
         except Exception as exc:  # TimeoutError included: the first real call reports a broken provider
             logger.warning("warm-up synthesis with %s failed: %r", type(provider).__name__, exc)
         finally:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,28 @@ async def test_the_warm_up_synthesises_with_every_embedded_voice_and_plays_nothi
         assert await warm_synthesis(tts) == 1
     finally:
         await tts.aclose()
+
+
+async def test_a_voice_is_warmed_once_per_process_however_many_job_threads_build_their_tts() -> None:
+    """With VOICE_MCP_JOB_EXECUTOR=thread every job thread builds its own PiperTTS around the process's one loaded
+    voice: the second warm-up must not synthesise again while other rooms of the process speak."""
+    settings = clean_settings(tts=["piper"])
+    first, second = build_tts(settings), build_tts(settings)
+    synthesised: list[str] = []
+    real_synthesize = second.synthesize
+
+    def counting_synthesize(text: str, **options: Any) -> Any:
+        synthesised.append(text)
+        return real_synthesize(text, **options)
+
+    second.synthesize = counting_synthesize  # type: ignore[method-assign]
+    try:
+        assert await warm_synthesis(first) == 1
+        assert await warm_synthesis(second) == 1
+        assert synthesised == []
+    finally:
+        await first.aclose()
+        await second.aclose()
 
 
 def test_a_job_process_loads_at_a_lower_priority_and_gets_its_own_back_for_the_job() -> None:
