@@ -23,8 +23,8 @@ calls. Configuration: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET and the V
 (docs/configuration.md), from the environment or a .env file."""
 
 COMMANDS = {
-    "start": "serve rooms (production): JSON logs at INFO, one job process kept warm, health check on "
-    "VOICE_MCP_WORKER_PORT",
+    "start": "serve rooms (production): JSON logs at INFO, one job process per room (a thread per room with "
+    "VOICE_MCP_JOB_EXECUTOR=thread) and one kept warm, health check on VOICE_MCP_WORKER_PORT",
     "dev": "serve rooms with development defaults: readable logs at INFO, no warm job process, a free health port",
     "console": "talk to the worker's voice session in this terminal, on this computer's microphone and speaker "
     "(no LiveKit server needed; livekit's console UI)",

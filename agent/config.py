@@ -167,6 +167,11 @@ class Settings(BaseSettings):
     livekit_timeout: float = Field(5.0, gt=0, description="Seconds to wait for LiveKit and a worker before fallback.")
     bridge_identity: str = Field("voice-mcp-bridge", description="Identity the bridge joins the room as.")
     worker_port: int = Field(8081, ge=0, le=65535, description="Worker health-check HTTP port (0: any free port).")
+    job_executor: Literal["process", "thread"] = Field(
+        "process",
+        description="How the worker runs each room's job: process = one job process per room (isolated, uses every "
+        "core), thread = every room in a thread of the worker process (far less memory per room, one GIL).",
+    )
     room_idle_timeout: float = Field(
         600.0,
         ge=0,
@@ -217,6 +222,11 @@ class Settings(BaseSettings):
             if not _is_livekit_url(value):
                 raise ValueError("must be a ws://, wss://, http:// or https:// URL with a host")
         return value
+
+    @field_validator("job_executor", mode="before")
+    @classmethod
+    def _lower_executor(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("http_allowed_hosts", mode="before")
     @classmethod
@@ -273,6 +283,8 @@ _FIXES = {
     "stt": "set it to a comma-separated list such as 'faster-whisper' or 'http://127.0.0.1:2022/v1,faster-whisper'",
     "tts": "set it to a comma-separated list such as 'piper,espeak' or 'http://127.0.0.1:8880/v1,piper'",
     "listen_min": "make VOICE_MCP_LISTEN_MIN smaller than VOICE_MCP_LISTEN_MAX",
+    "job_executor": "set VOICE_MCP_JOB_EXECUTOR to process (one process per room) or thread (every room in the "
+    "worker process)",
     "livekit_url": "set LIVEKIT_URL to your server, e.g. wss://my-project.livekit.cloud or ws://127.0.0.1:7880, "
     "or unset it to use the local loop only",
 }

@@ -58,6 +58,8 @@ def build_room_session(
         user_away_timeout=None,
     )
     turns.attach(session)
+    if turns.detector is not None:
+        turns.detector.on_decided = segments.stages.decided_now
     return RoomSession(session=session, segments=segments, turns=turns, vad=vad)
 
 

@@ -70,6 +70,7 @@ async def transcribe_segments(
                 speech_end_time = time.time() - event.silence_duration - event.inference_duration
                 yield stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, speech_end_time=speech_end_time)
                 transcript = await _recognize(recognizer, event.frames)
+                segments.stages.transcript = time.time()
                 if transcript is not None:
                     yield stt.SpeechEvent(
                         type=stt.SpeechEventType.FINAL_TRANSCRIPT,

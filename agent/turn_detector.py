@@ -70,6 +70,8 @@ class AudioTurnDetector:
         self.max_wait = 3.0
         """Seconds after the question during which a "not done" is asked again (the turn's long bound)."""
         self._last_text: str | None = None
+        self.on_decided: Callable[[float], None] | None = None
+        """Told the probability of each pause's last decision (the worker's stage timings)."""
 
     def heard(self, text: str) -> None:
         """A final transcript of the user's current turn (the latest ends where the user paused)."""
@@ -194,6 +196,8 @@ class AudioTurnStream:
                 break
             await asyncio.sleep(max(0.0, ask_at - time.perf_counter()))
         logger.debug("end of turn: p=%.3f after %d decision(s)", probability, tries)
+        if self._detector.on_decided is not None:
+            self._detector.on_decided(probability)
         return TurnDetectionEvent(
             type="eot_prediction",
             end_of_turn_probability=probability,

@@ -21,6 +21,7 @@ from .segment_stt import transcribe_segments
 from .speech.call_options import CallOptions, OptionRefused
 from .speech.text_chunks import speech_chunks
 from .speech.vad_tap import TappedVAD
+from .turn_stages import MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class VoiceMcpAgent(Agent):
 
     async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
         utterance = utterance_from_message(new_message)
+        if self._segments is not None:
+            logger.info("%s%s", MARKER, self._segments.stages.report())
+            self._segments.stages.clear()
         if self._echo and utterance.text.strip():
             self.session.say(f"I heard: {utterance.text}")
             raise StopResponse()

@@ -71,14 +71,29 @@ async def load_models(*components: Any) -> None:
                 logger.warning("could not preload %s: %s", type(provider).__name__, exc)
 
 
+_warm_voices: set[tuple[str, str]] = set()
+"""The on-device voices this process has synthesised with: their loaded sessions are shared by every TTS object
+of the process (`agent.speech.model_weights`), so a second warm-up (a job thread's, with
+`VOICE_MCP_JOB_EXECUTOR=thread`) would only take CPU from the rooms that are speaking."""
+
+
+def _voice_key(provider: Any) -> tuple[str, str]:
+    return (type(provider).__name__, str(getattr(provider, "model", "")))
+
+
 async def warm_synthesis(tts: Any, within: float = WARMUP_TIMEOUT) -> int:
     """Synthesise a short sentence with every on-device TTS behind `tts` and throw the audio away (never played).
 
-    Returns how many providers produced audio. Bounded by `within` seconds in all; failures are logged only."""
+    Returns how many providers are warm (produced audio now, or earlier in this process: a voice is warmed once
+    per process). Bounded by `within` seconds in all; failures are logged only."""
     warmed = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     for provider in embedded(tts):
+        voice = _voice_key(provider)
+        if voice in _warm_voices:  # another job thread of this process warmed this voice's shared session
+            warmed += 1
+            continue
         remaining = deadline - loop.time()
         if remaining <= 0:
             logger.warning("warm-up synthesis abandoned after %.0f s", within)
@@ -87,6 +102,8 @@ async def warm_synthesis(tts: Any, within: float = WARMUP_TIMEOUT) -> int:
         try:
             frame = await asyncio.wait_for(stream.collect(), remaining)
             warmed += int(frame.samples_per_channel > 0)
+            if frame.samples_per_channel > 0:
+                _warm_voices.add(voice)
         except Exception as exc:  # TimeoutError included: the first real call reports a broken provider
             logger.warning("warm-up synthesis with %s failed: %r", type(provider).__name__, exc)
         finally:
@@ -139,13 +156,31 @@ def lower_priority_while_idle() -> int | None:
 
 
 def restore_priority(original: int | None) -> None:
-    """Give a process that took a job its normal CPU priority back (see `lower_priority_while_idle`)."""
+    """Give a process that took a job its normal CPU priority back (see `lower_priority_while_idle`), on every
+    thread: on Linux a niceness belongs to a thread, and the threads started while the process loaded its models
+    (Whisper's and ONNX Runtime's compute threads, the executor) were born lowered. Left at that niceness, Whisper
+    ran 3-4x slower than the local loop's on a busy machine and the room path's turns ended seconds late."""
     if original is None:
         return
+    failed: list[str] = []
+    for thread_id in _thread_ids():
+        try:
+            if thread_id == 0 or os.getpriority(os.PRIO_PROCESS, thread_id) != original:
+                os.setpriority(os.PRIO_PROCESS, thread_id, original)
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
+        except OSError as exc:
+            failed.append(str(exc))
+    if failed:
+        logger.warning("could not restore the job process's CPU priority: %s", failed[0])
+
+
+def _thread_ids() -> list[int]:
+    """This process's threads (Linux: /proc/self/task); [0] (the caller, i.e. the process elsewhere) if unknown."""
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, original)
-    except OSError as exc:
-        logger.warning("could not restore the job process's CPU priority: %s", exc)
+        return [int(name) for name in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return [0]
 
 
 def available_memory_mb() -> float | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import NOT_GIVEN, AgentServer, JobContext, JobProcess, JobRequest
+from livekit.agents import NOT_GIVEN, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
 from livekit.agents import stt as lk_stt
 from livekit.agents import tts as lk_tts
 from livekit.agents.voice.room_io import RoomOptions, TextInputOptions
@@ -51,9 +51,14 @@ logger = logging.getLogger(__name__)
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Runs in every job process before it is offered a job: warm (see `agent.warmup`) at a lower CPU priority,
-    so a process loading in the background does not take the cores from a job that is speaking."""
-    nice = lower_priority_while_idle()
+    """Runs in every job process (or job thread, `VOICE_MCP_JOB_EXECUTOR=thread`) before it is offered a job.
+
+    The weights (Whisper, Piper, Smart Turn) are loaded once per process (`agent.speech.model_weights`): a job
+    thread builds only its own providers around them and its own Silero VAD (tuned per call, so never shared). A
+    job process warms at a lower CPU priority, so a process loading in the background does not take the cores
+    from a job that is speaking; a job thread keeps the priority (niceness is per thread on Linux, and the threads
+    a job starts, the Rust SDK's included, would inherit it)."""
+    nice = lower_priority_while_idle() if proc.executor_type == JobExecutorType.PROCESS else None
     settings = load_settings()
     vad = build_vad(settings, silence_ms=PAUSE_MS)  # segments for early STT; the turn rule is agent.turn_taking
     stt = build_stt(settings, vad=vad)
@@ -271,6 +276,7 @@ def build_server(settings: Settings) -> AgentServer:
     # threshold in ms (livekit's default is 100) to diagnose a stalling loop
     os.environ.setdefault("LIVEKIT_AGENTS_LOOP_BLOCK_WARN_MS", "0")
     server = AgentServer(
+        job_executor_type=JobExecutorType(settings.job_executor),  # docs/performance.md: threads or processes
         load_fnc=job_load,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,

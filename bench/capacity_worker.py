@@ -22,8 +22,9 @@ Two phases, each with its own server, worker and users:
 
 `BENCH_WORKER_ROOT=/path/to/checkout` runs the worker from another checkout (e.g. the previous release), so a
 before/after comparison runs on the same machine in the same session; `BENCH_WORKER_EXECUTOR=thread` runs every
-job in a thread of one process (`bench.worker_threads`) instead of a process per room. `BENCH_WORKER_STEPS=1,2`
-and `BENCH_WORKER_PHASES=idle` make a small run.
+job in a thread of the worker process (the worker's `VOICE_MCP_JOB_EXECUTOR=thread`) instead of a process per room,
+and the bench checks from the process tree that the worker did (a checkout older than the setting would not).
+`BENCH_WORKER_STEPS=1,2` and `BENCH_WORKER_PHASES=idle` make a small run.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from .harness import Measurement
 SLACK_MS = 100.0
 SETTLE = 4.0
 Phase = Literal["idle", "talking"]
+Executor = Literal["process", "thread"]
 WORKER_PREFIX = "voice-mcp-agent-"
 
 
@@ -58,8 +60,23 @@ def _worker_root() -> Path:
     return Path(os.environ.get("BENCH_WORKER_ROOT") or REPO).resolve()
 
 
-def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerProcess:
-    root = _worker_root()
+def _executor() -> Executor:
+    executor = os.environ.get("BENCH_WORKER_EXECUTOR", "process")
+    if executor not in ("process", "thread"):
+        raise ValueError(f"BENCH_WORKER_EXECUTOR={executor!r}: use process or thread")
+    return executor  # type: ignore[return-value]
+
+
+def start_bench_worker(
+    server: ServerProcess,
+    logs: Path,
+    name: str,
+    *,
+    root: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> WorkerProcess:
+    """`root`: the checkout whose worker runs (default: `BENCH_WORKER_ROOT`, else this one)."""
+    root = root or _worker_root()
     log = logs / f"worker-{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "LIVEKIT_"))}
     env.update(
@@ -69,16 +86,14 @@ def start_bench_worker(server: ServerProcess, logs: Path, name: str) -> WorkerPr
         VOICE_MCP_WORKER_PORT="0",
         VOICE_MCP_TTS="piper",
         VOICE_MCP_STT="faster-whisper",
+        VOICE_MCP_JOB_EXECUTOR=_executor(),
         PYTHONUNBUFFERED="1",
         PYTHONPATH=str(root),
     )
+    env.update(extra_env or {})
     python = root / ".venv" / "bin" / "python"
-    threads = os.environ.get("BENCH_WORKER_EXECUTOR", "process") == "thread"
-    if threads:
-        env["PYTHONPATH"] = f"{root}{os.pathsep}{REPO}"  # the worker's agent package, this bench's entry point
-    module = "bench.worker_threads" if threads else "agent"
     proc = subprocess.Popen(
-        [str(python) if python.exists() else sys.executable, "-m", module, "start"],
+        [str(python) if python.exists() else sys.executable, "-m", "agent", "start"],
         cwd=logs,
         env=env,
         stdout=log.open("wb"),
@@ -173,12 +188,30 @@ class TreeMeter:
             used = value - (before[1] if before is not None else 0.0)
             per_thread[(key[0], name)] = per_thread.get((key[0], name), 0.0) + used / elapsed * 100
         processes: list[dict[str, Any]] = []
+        counts: dict[tuple[int, str], int] = {}
+        for pid, name in ((pid, name) for (pid, _tid), (name, _cpu) in end.items()):
+            counts[(pid, name)] = counts.get((pid, name), 0) + 1
         for pid in sorted({pid for pid, _ in per_thread}):
             threads = {n: round(v, 2) for (p, n), v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if p == pid}
             processes.append(
-                {"pid": pid, "role": roles.get(pid, "gone"), "cpu": round(sum(threads.values()), 2), "threads": threads}
+                {
+                    "pid": pid,
+                    "role": roles.get(pid, "gone"),
+                    "cpu": round(sum(threads.values()), 2),
+                    "threads": threads,
+                    "thread_count": {n: counts[(pid, n)] for n in threads},  # threads of that name in the process
+                }
             )
         return sum(p["cpu"] for p in processes), processes
+
+
+def check_executor(meter: TreeMeter, executor: Executor, rooms: int) -> None:
+    """The worker runs its jobs the way the bench asked (a checkout without the setting runs processes)."""
+    jobs = sum(role == "job" for role in meter.roles().values())
+    if executor == "thread" and jobs:
+        raise RuntimeError(f"thread jobs asked for, but the worker runs {jobs} job processes (VOICE_MCP_JOB_EXECUTOR)")
+    if executor == "process" and jobs < rooms:
+        raise RuntimeError(f"{rooms} rooms but {jobs} job processes: the worker does not run a process per room")
 
 
 async def _dispatch(server: ServerProcess, room: str) -> None:
@@ -210,6 +243,7 @@ async def _agent_tracks(server: ServerProcess, rooms: list[str]) -> int:
 
 
 async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) -> list[dict[str, Any]]:
+    executor = _executor()
     server = start_server(logs)
     worker: WorkerProcess | None = None
     users: _Child | None = None
@@ -240,7 +274,12 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
                 rooms += 1
             # idle rooms are measured in their steady state: past the quiet time after which the agent's track goes
             await asyncio.sleep(SETTLE + (IDLE_SECONDS if phase == "idle" else 0.0))
-            row: dict[str, Any] = {"rooms": rooms, "agent_tracks": await _agent_tracks(server, names)}
+            check_executor(meter, executor, rooms)
+            row: dict[str, Any] = {
+                "rooms": rooms,
+                "executor": executor,
+                "agent_tracks": await _agent_tracks(server, names),
+            }
             if phase == "talking":
                 await users.send(f"measure {seconds}")
                 cpu_task = asyncio.create_task(meter.cpu_percent(seconds))
@@ -289,9 +328,10 @@ def _rows(phase: Phase, results: list[dict[str, Any]]) -> list[Measurement]:
         extra["base_cpu_percent"] = round(base["cpu_percent"], 1)
         extra["base_pss_mb"] = round(base["pss_mb"], 1)
         notes = (
-            f"worker tree CPU {r['cpu_percent']:.0f} % of a core ({r['cpu_per_room']:.1f} % per room over the "
-            f"{base['cpu_percent']:.0f} % with no room), PSS {r['pss_mb']:.0f} MB ({r['pss_per_room_mb']:.0f} MB per "
-            f"room), agent tracks published {r['agent_tracks']}/{n}, load average {r['load_average']:.1f}"
+            f"{r['executor']} jobs, worker tree CPU {r['cpu_percent']:.0f} % of a core "
+            f"({r['cpu_per_room']:.1f} % per room over the {base['cpu_percent']:.0f} % with no room), "
+            f"PSS {r['pss_mb']:.0f} MB ({r['pss_per_room_mb']:.0f} MB per room), "
+            f"agent tracks published {r['agent_tracks']}/{n}, load average {r['load_average']:.1f}"
         )
         if phase == "idle":
             rows.append(Measurement.single(f"worker_idle_cpu_per_room_{n}", "%", r["cpu_per_room"], notes, **extra))

@@ -69,6 +69,13 @@ async def _room(ctx: Context) -> list[Measurement]:
     return await run_room(ctx.speech, iterations=ctx.n(10, 2), out=ctx.out)
 
 
+async def _turns(ctx: Context) -> list[Measurement]:
+    from .turns import run_turns
+
+    iterations = int(os.environ.get("BENCH_TURNS_ITERATIONS") or ctx.n(6, 2))  # replies per length and side
+    return await run_turns(ctx.speech, iterations=iterations, out=ctx.out)
+
+
 async def _capacity(ctx: Context) -> list[Measurement]:
     from .capacity import run_capacity
 
@@ -111,6 +118,12 @@ PARTS: list[Part] = [
         _first_audio,
     ),
     Part("room", "(b) converse → first audio through a room, (c) bridge↔worker round trip", _room, needs_netns=True),
+    Part(
+        "turns",
+        "(a) side by side on the same replies: end of speech → converse returned, local loop vs room (stages)",
+        _turns,
+        needs_netns=True,
+    ),
     Part(
         "capacity",
         "(e) rooms per worker process with VAD before audio is late, memory per room",

@@ -20,9 +20,10 @@ await model.aclose()
 ```
 
 `end_of_turn_probability` runs the model on the model's own thread (never on the event loop); overlapping calls
-queue. Loading costs about 0.2 s; one decision about 30–60 ms of one core. Input
-preparation follows the model's training: the last 8 s, zero-padded at the front, normalised to zero mean and unit
-variance, then Whisper's 80-bin log-mel spectrogram (faster-whisper's `FeatureExtractor`, 800 frames).
+queue. Loading costs about 0.2 s, once per process (later loads share the ONNX session); one decision about
+30–60 ms of one core. Input preparation follows the model's training: the last 8 s, zero-padded at the front,
+normalised to zero mean and unit variance, then Whisper's 80-bin log-mel spectrogram (faster-whisper's
+`FeatureExtractor`, 800 frames).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ProviderUnavailable
+from .model_weights import cached
 
 log = logging.getLogger(__name__)
 
@@ -100,29 +102,11 @@ class TurnModel:
 
     @classmethod
     def load_sync(cls, path: str | Path | None = None, *, threshold: float = DEFAULT_THRESHOLD) -> TurnModel:
+        """A model on its own decision thread. The ONNX session behind it is loaded (and warmed) once per
+        process and shared: onnxruntime runs one session from several threads, and a worker serving its rooms
+        as threads (`VOICE_MCP_JOB_EXECUTOR=thread`) would otherwise hold one copy per room."""
         found = find_model(path)
-        try:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1  # one decision at a time, on a CPU shared with STT and TTS
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            session = ort.InferenceSession(str(found), sess_options=options, providers=["CPUExecutionProvider"])
-        except ImportError:
-            raise TurnModelUnavailable(
-                "onnxruntime is not installed", "pip install voice-mcp (faster-whisper brings onnxruntime)"
-            ) from None
-        except Exception as exc:
-            raise TurnModelUnavailable(f"{found} could not be loaded ({exc})", f"reinstall it: {FETCH_FIX}") from exc
-        log.debug("end-of-turn model loaded from %s", found)
-        model = cls(session, found, threshold=threshold)
-        try:  # the first run of an ONNX session is several times slower; pay it now, not on the user's first pause
-            model.probability_sync(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))
-        except Exception as exc:
-            log.debug("end-of-turn model warm-up failed: %s", exc)  # a broken model shows on its first decision
-        return model
+        return cls(cached(("smart-turn", str(found)), lambda: _load_session(found)), found, threshold=threshold)
 
     @classmethod
     async def load(cls, path: str | Path | None = None, *, threshold: float = DEFAULT_THRESHOLD) -> TurnModel:
@@ -163,3 +147,32 @@ class TurnModel:
             return
         self._session = None
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+
+def _load_session(found: Path) -> Any:
+    """The ONNX session for the model file, after one run: the first run of a session is several times slower;
+    pay it now, not on the user's first pause. Raises `TurnModelUnavailable`."""
+    try:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one decision at a time per caller, on a CPU shared with STT and TTS
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(found), sess_options=options, providers=["CPUExecutionProvider"])
+    except ImportError:
+        raise TurnModelUnavailable(
+            "onnxruntime is not installed", "pip install voice-mcp (faster-whisper brings onnxruntime)"
+        ) from None
+    except Exception as exc:
+        raise TurnModelUnavailable(f"{found} could not be loaded ({exc})", f"reinstall it: {FETCH_FIX}") from exc
+    log.debug("end-of-turn model loaded from %s", found)
+    warm = TurnModel(session, found)
+    try:
+        warm.probability_sync(np.zeros(SAMPLE_RATE // 2, dtype=np.float32))
+    except Exception as exc:
+        log.debug("end-of-turn model warm-up failed: %s", exc)  # a broken model shows on its first decision
+    finally:
+        warm._executor.shutdown(wait=False)
+    return session

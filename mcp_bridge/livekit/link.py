@@ -44,6 +44,7 @@ _NO_AUTOMATIC_REJOIN = {
 ProgressListener = Callable[[Progress], None]
 ParticipantListener = Callable[[rtc.RemoteParticipant], None]
 TurnListener = Callable[[str, Utterance], None]
+TrafficListener = Callable[[str], None]
 """Called with the worker's identity and the turn it announced."""
 
 
@@ -77,6 +78,7 @@ class RoomLink:
         self._joined_listeners: set[ParticipantListener] = set()
         self._disconnect_listeners: set[Callable[[], None]] = set()
         self._turn_listeners: set[TurnListener] = set()
+        self._traffic_listeners: set[TrafficListener] = set()
         self._stream_tasks: set[asyncio.Task[None]] = set()
 
     # --- state --------------------------------------------------------------------------------------------------
@@ -169,7 +171,13 @@ class RoomLink:
 
     # --- events -------------------------------------------------------------------------------------------------
     def _attach(self, room: rtc.Room) -> None:
+        def on_traffic(identity: str) -> None:
+            for listener in list(self._traffic_listeners):
+                listener(identity)
+
         def on_data(packet: rtc.DataPacket) -> None:
+            if packet.participant is not None:
+                on_traffic(packet.participant.identity)
             if packet.topic == TOPIC_TURN:
                 on_turn(packet)
                 return
@@ -234,7 +242,16 @@ class RoomLink:
             self._stream_tasks.add(task)
             task.add_done_callback(self._stream_tasks.discard)
 
+        def on_transcription(
+            segments: list[rtc.TranscriptionSegment],
+            participant: rtc.Participant | None,
+            publication: rtc.TrackPublication | None,
+        ) -> None:
+            if participant is not None:
+                on_traffic(participant.identity)
+
         room.on("data_received", on_data)
+        room.on("transcription_received", on_transcription)
         room.on("disconnected", on_disconnected)
         room.on("participant_disconnected", on_left)
         room.on("participant_connected", on_joined)
@@ -243,6 +260,13 @@ class RoomLink:
     def on_progress(self, listener: ProgressListener) -> Callable[[], None]:
         self._progress_listeners.add(listener)
         return lambda: self._progress_listeners.discard(listener)
+
+    def on_traffic(self, listener: TrafficListener) -> Callable[[], None]:
+        """Call `listener` with the sender's identity for every data packet and transcript received: a participant
+        whose packets still arrive is alive, even when its progress packets wait behind them (a worker's
+        transcript of a long message can queue thousands of packets ahead of its answer)."""
+        self._traffic_listeners.add(listener)
+        return lambda: self._traffic_listeners.discard(listener)
 
     def on_turn(self, listener: TurnListener) -> Callable[[], None]:
         self._turn_listeners.add(listener)

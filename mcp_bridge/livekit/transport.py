@@ -293,6 +293,7 @@ class LiveKitTransport:
         watch = _CallWatch(call.id, worker.identity, self.heartbeat_timeout, progress)
         unsubscribe = [
             self.link.on_progress(watch.on_progress),
+            self.link.on_traffic(watch.on_traffic),
             self.link.on_participant_left(watch.on_participant_left),
             self.link.on_disconnected(watch.on_disconnected),
         ]
@@ -480,6 +481,11 @@ class _CallWatch:
                 task = asyncio.get_running_loop().create_task(self._progress(stage, packet.detail or stage.value))
                 self._progress_tasks.add(task)
                 task.add_done_callback(self._progress_tasks.discard)
+
+    def on_traffic(self, identity: str) -> None:
+        """Any packet from the worker is a sign of life: its progress may queue behind its own data."""
+        if identity == self._worker:
+            self._last_beat = time.monotonic()
 
     def on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._worker:

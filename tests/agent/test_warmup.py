@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,28 @@ async def test_the_warm_up_synthesises_with_every_embedded_voice_and_plays_nothi
         await tts.aclose()
 
 
+async def test_a_voice_is_warmed_once_per_process_however_many_job_threads_build_their_tts() -> None:
+    """With VOICE_MCP_JOB_EXECUTOR=thread every job thread builds its own PiperTTS around the process's one loaded
+    voice: the second warm-up must not synthesise again while other rooms of the process speak."""
+    settings = clean_settings(tts=["piper"])
+    first, second = build_tts(settings), build_tts(settings)
+    synthesised: list[str] = []
+    real_synthesize = second.synthesize
+
+    def counting_synthesize(text: str, **options: Any) -> Any:
+        synthesised.append(text)
+        return real_synthesize(text, **options)
+
+    second.synthesize = counting_synthesize  # type: ignore[method-assign]
+    try:
+        assert await warm_synthesis(first) == 1
+        assert await warm_synthesis(second) == 1
+        assert synthesised == []
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
 def test_a_job_process_loads_at_a_lower_priority_and_gets_its_own_back_for_the_job() -> None:
     out = run_python(
         "import os\n"
@@ -63,6 +86,31 @@ def test_a_job_process_loads_at_a_lower_priority_and_gets_its_own_back_for_the_j
         assert int(idle) >= 10 and int(after) == int(start) and saved == start
     else:  # never lowered where it could not be raised again
         assert idle == start == after and saved == "None"
+
+
+def test_threads_started_while_the_process_loaded_get_the_normal_priority_back_too() -> None:
+    """Whisper's and ONNX Runtime's compute threads start while the idle process loads its models: on Linux they
+    keep the lowered niceness unless every thread is restored (the room path's Whisper ran 3-4x slower)."""
+    out = run_python(
+        "import os, threading\n"
+        "from agent.warmup import lower_priority_while_idle, restore_priority, can_restore_priority\n"
+        "start = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        "saved = lower_priority_while_idle()\n"
+        "release = threading.Event()\n"
+        "worker = threading.Thread(target=release.wait)\n"
+        "worker.start()\n"
+        "idle = os.getpriority(os.PRIO_PROCESS, worker.native_id)\n"
+        "restore_priority(saved)\n"
+        "after = os.getpriority(os.PRIO_PROCESS, worker.native_id)\n"
+        "release.set()\n"
+        "worker.join()\n"
+        "print(can_restore_priority(), start, idle, after)\n"
+    )
+    restorable, start, idle, after = out.split()
+    if restorable == "True":
+        assert int(idle) >= 10 and int(after) == int(start)
+    else:
+        assert idle == start == after
 
 
 @pytest.mark.parametrize(

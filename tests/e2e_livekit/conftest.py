@@ -3,6 +3,8 @@
 Tests marked `livekit` need the private network namespace of `tests/netns/run` (ICE needs a non-loopback
 interface); outside it they skip, or fail when CI=true. Fixtures for other test packages (e.g. an MCP stdio test
 against the LiveKit path): `lk_server`, `lk_worker`, `lk_settings(room=...)`, `lk_user`, `whisper`, `piper`.
+`VOICE_MCP_JOB_EXECUTOR=thread` in the test run's environment runs every worker's jobs as threads
+(`harness.PASSED_SETTINGS`); tests that kill or stop one job process pin `process`.
 """
 
 from __future__ import annotations

@@ -114,7 +114,8 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
     def job_pid(self, room: str) -> int | None:
-        """The process id of the job that serves `room` (from the worker's JSON log), None before it is ready."""
+        """The process id of the job that serves `room` (from the worker's JSON log), None before it is ready; the
+        worker's own with `VOICE_MCP_JOB_EXECUTOR=thread`."""
         for line in self.output().splitlines():
             if f"voice-mcp worker ready in room {room} " not in line:
                 continue
@@ -123,11 +124,20 @@ class WorkerProcess:
         return None
 
 
+PASSED_SETTINGS = ("VOICE_MCP_JOB_EXECUTOR",)
+"""The worker settings a test run hands on to its workers: `VOICE_MCP_JOB_EXECUTOR=thread tests/netns/run
+.venv/bin/pytest tests/e2e_livekit` runs the room tests with every job in a thread of the worker process. Every
+other VOICE_MCP_* and LIVEKIT_* variable of the caller's environment is dropped (the tests set their own)."""
+
+
 def start_worker(server: ServerProcess, log_dir: Path, extra_env: dict[str, str] | None = None) -> WorkerProcess:
+    """`extra_env` wins over everything, e.g. `VOICE_MCP_JOB_EXECUTOR=process` for a test that kills a job."""
     index = len(list(log_dir.glob("worker-*.log")))
     log = log_dir / f"worker-{index}.log"
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("VOICE_MCP_", "LIVEKIT_")) and k != "OPENAI_API_KEY"
+        k: v
+        for k, v in os.environ.items()
+        if (not k.startswith(("VOICE_MCP_", "LIVEKIT_")) or k in PASSED_SETTINGS) and k != "OPENAI_API_KEY"
     }
     env.update(
         LIVEKIT_URL=server.url,

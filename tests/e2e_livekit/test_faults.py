@@ -173,7 +173,7 @@ async def test_a_job_killed_while_it_holds_a_queued_turn(
     lk_room: str,
 ) -> None:
     agent_name = "voice-mcp-fault-job"
-    worker = start_lk_worker(voice_mcp_agent_name=agent_name)
+    worker = start_lk_worker(voice_mcp_agent_name=agent_name, voice_mcp_job_executor="process")  # kills a job process
     transport = LiveKitTransport(lk_settings(agent_name=agent_name, livekit_timeout=8.0), worker_start_timeout=120)
     talk = Conversation(transport, lk_user)
     try:
@@ -206,7 +206,7 @@ async def test_a_stalled_job_is_waited_for_not_replaced(
     """A job whose process does not run for a while (SIGSTOP: what an overloaded machine does to it for seconds)
     is not replaced while it is still in the room: a second job would only add load and split the user's turns."""
     agent_name = "voice-mcp-fault-stall"
-    worker = start_lk_worker(voice_mcp_agent_name=agent_name)
+    worker = start_lk_worker(voice_mcp_agent_name=agent_name, voice_mcp_job_executor="process")  # stops a job process
     transport = LiveKitTransport(lk_settings(agent_name=agent_name, livekit_timeout=8.0), worker_start_timeout=120)
     talk = Conversation(transport, lk_user)
     try:
