@@ -57,6 +57,12 @@ async def _local(ctx: Context) -> list[Measurement]:
     return await run_local(ctx.speech, iterations=ctx.n(6, 1), out=ctx.out)
 
 
+async def _first_audio(ctx: Context) -> list[Measurement]:
+    from .local_first_audio import run_first_audio
+
+    return await run_first_audio(ctx.speech, rounds=ctx.n(10, 2), out=ctx.out)
+
+
 async def _room(ctx: Context) -> list[Measurement]:
     from .room import run_room
 
@@ -106,6 +112,11 @@ PARTS: list[Part] = [
         _endpointing,
     ),
     Part("local", "(a) end of speech → converse returns, (b) converse → first audio, local loop", _local),
+    Part(
+        "first_audio",
+        "(b) converse → first sound, local loop: speaker closed after every call vs kept open (A/B interleaved)",
+        _first_audio,
+    ),
     Part("room", "(b) converse → first audio through a room, (c) bridge↔worker round trip", _room, needs_netns=True),
     Part(
         "turns",

@@ -16,6 +16,12 @@ SENTENCE_END = re.compile(r"(?<=[.!?…])(?=\s)")
 SYNTHESIS_CHUNK_CHARS = 400
 """Longest text the local loop hands one TTS call (about 25 s of speech; a sentence is usually far shorter)."""
 
+CLAUSE_END = re.compile(r"(?<=[,;:—–])(?=\s)")
+FIRST_CLAUSE_FROM = 40
+"""A first part at least this long is cut at its first clause end (see `split_first_clause`)."""
+CLAUSE_MIN_CHARS = 12
+"""Shortest clause cut off on its own: shorter ones ("Yes,") stay with what follows."""
+
 
 def speech_chunks(text: str, limit: int, *, combine: bool = True) -> list[str]:
     """`text` cut into parts of at most `limit` characters whose concatenation is `text`.
@@ -51,3 +57,20 @@ def _pieces(sentence: str, limit: int) -> Iterator[str]:
         sentence = sentence[cut:]
     if sentence:
         yield sentence
+
+
+def split_first_clause(parts: list[str], *, longer_than: int = FIRST_CLAUSE_FROM) -> list[str]:
+    """`parts` with the first one cut after its first clause (at a comma, semicolon, colon or dash followed by a
+    space, `CLAUSE_MIN_CHARS` in at least) when it is `longer_than` characters or more.
+
+    A TTS engine that is not streaming (Piper) synthesises a whole request before any of it can play, and its time
+    grows with the length: a shorter first request is heard sooner, and the rest is synthesised while it plays.
+    Cutting where a speaker pauses anyway keeps the intonation natural; a part with no such place stays whole."""
+    if not parts or len(parts[0]) < longer_than:
+        return parts
+    first = parts[0]
+    for match in CLAUSE_END.finditer(first):
+        cut = match.start()
+        if len(first[:cut].strip()) >= CLAUSE_MIN_CHARS and first[cut:].strip():
+            return [first[:cut], first[cut:], *parts[1:]]
+    return parts

@@ -4,6 +4,13 @@ Frames of any rate are resampled (`rtc.AudioResampler`) to the device rate and q
 takes 10 ms at a time, sends it to the speaker and hands the same 10 ms to the echo canceller's reverse stream (so
 the microphone can subtract it). `first_audio_at` records when the first real sample left for the speaker (plus the
 device's reported output latency). `stop()` drops everything queued, for barge-in.
+
+`start()` opens the stream without starting it; `play()` starts it once the first audio is queued (enough to fill
+the device's buffer: `ready_to_play`). A running
+stream keeps `OUTPUT_LATENCY` of audio buffered, silence while there is nothing to say, and new audio is heard only
+after that silence (~0.2 s measured through PulseAudio); a stream started with the audio already queued is heard
+within ~20 ms. An exchange hands the running speaker to the next one (`kept_speaker.py`), which checks it is
+`alive`, `pause()`s it (stopped, still open) and `attach()`es its own echo canceller: its first audio starts it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ PREFERRED_RATES = (48000, 24000, 44100, 32000, 16000)
 OUTPUT_LATENCY = 0.15
 """Seconds of audio PortAudio keeps queued: enough that a busy CPU (speech models share it) causes no underruns;
 `stop()` still silences within about this long."""
+ALIVE_WITHIN = 1.0
+"""Seconds since the last callback within which a kept stream counts as alive."""
 MAX_OUTPUT_LATENCY = 2.0
 """A reported output latency above this is taken as a bogus clock (counted as none)."""
 
@@ -37,6 +46,7 @@ MAX_OUTPUT_LATENCY = 2.0
 class Player(DeviceStream):
     role = "speaker"
     preferred_rates = PREFERRED_RATES
+    start_when_opened = False  # play() starts it with the first audio queued
 
     def __init__(self, device: Device, *, echo: EchoCanceller | None = None, stall_timeout: float = 3.0,
                  start_timeout: float = 10.0) -> None:
@@ -55,8 +65,12 @@ class Player(DeviceStream):
         self._resamplers: dict[tuple[int, int], rtc.AudioResampler] = {}
         self._generation = 0
         self._error: str | None = None
+        self._running = False
+        self._pausing = False
         self.first_audio_at: float | None = None
         self.played_samples = 0
+        self.exchanges = 0
+        """Exchanges this player (and its stream) has served."""
 
     def _create_stream(self, sd: Any) -> Any:
         return sd.OutputStream(
@@ -69,6 +83,84 @@ class Player(DeviceStream):
             callback=self._callback,
             finished_callback=self._finished,
         )
+
+    # --- the stream between exchanges ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def healthy(self) -> bool:
+        """Open and never failed."""
+        return self._stream is not None and self._error is None and not self._closing
+
+    @property
+    def alive(self) -> bool:
+        """Open, never failed, running, and its callback ran within `ALIVE_WITHIN`: the sound server still takes
+        its audio, so stopping and starting it again is safe (PortAudio's start on a stream whose sound server
+        died was seen never to return)."""
+        return self.healthy and self._running and time.perf_counter() - self._last_callback < ALIVE_WITHIN
+
+    @property
+    def since_callback(self) -> float:
+        """Seconds since PortAudio last asked for audio."""
+        return time.perf_counter() - self._last_callback
+
+    def idle(self) -> None:
+        """Between exchanges: nothing queued, no echo canceller fed; the stream runs on, playing silence."""
+        self.stop()
+        self._echo = None
+
+    def attach(self, echo: EchoCanceller | None) -> None:
+        """Serve a new exchange (on the running event loop) with its own echo canceller (or none)."""
+        self.stop()
+        with self._lock:
+            self._stopped = False
+            self._ended = False
+            self._audible_until = 0.0
+        self._echo = echo
+        self._drained = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.first_audio_at = None
+        self.played_samples = 0
+        self.exchanges += 1
+
+    @property
+    def ready_to_play(self) -> bool:
+        """Enough of the piece is queued to fill the device's buffer, or all of it: a stream started now plays it
+        without a gap (it takes `OUTPUT_LATENCY` of audio at once when it starts)."""
+        with self._lock:
+            return self._ended or self._queued >= self.sample_rate * OUTPUT_LATENCY
+
+    async def play(self) -> None:
+        """Start the stream if it is not running (call it once audio is queued: it is heard at once, not after a
+        buffer of silence). Raises `AudioDeviceError`."""
+        if self._running:
+            return
+        self._last_callback = 0.0
+        self._opened_at = time.perf_counter()  # the start timeout counts from here
+        # running from now: a caller cancelled while the start is under way leaves a stream that may well run, and
+        # whoever takes it next judges it by its callbacks (`alive`)
+        self._running = True
+        if not await self._control("start"):
+            self._running = False
+            raise devices.failed_in_use(self.device, "it could not be started")
+        self._pausing = False
+
+    async def pause(self) -> bool:
+        """Drop what is queued and stop the stream, keeping it open (its callback no longer runs once this returns),
+        so that `play()` starts it again with the next audio queued. False when it could not be stopped: close it
+        then. Only on an `alive` stream."""
+        self.stop()
+        if not self._running:
+            return self._stream is not None
+        self._pausing = True  # the finished callback that stopping causes is not a failure
+        if not await self._control("abort"):
+            return False
+        self._running = False
+        self._echo = None  # the exchange's canceller is not fed any more
+        return True
 
     # --- feeding ------------------------------------------------------------------------------------------------
 
@@ -156,7 +248,7 @@ class Player(DeviceStream):
             await asyncio.sleep(min(remaining, MAX_OUTPUT_LATENCY))
 
     def _check_health(self) -> None:
-        if self._error is None:
+        if self._error is None and self._running:
             now = time.perf_counter()
             if self._last_callback == 0.0:
                 if now - self._opened_at > self._start_timeout:
@@ -199,9 +291,10 @@ class Player(DeviceStream):
                 self.first_audio_at = now + latency
         if finished:
             self._audible_until = now + latency + written / self.sample_rate
-        if self._echo is not None:
+        echo = self._echo  # one read: attach() may swap it between exchanges
+        if echo is not None:
             try:
-                self._echo.set_output_delay(latency)
+                echo.set_output_delay(latency)
             except Exception:
                 pass
             step = self.sample_rate // 100
@@ -209,7 +302,7 @@ class Player(DeviceStream):
                 render = rtc.AudioFrame(
                     bytearray(reference[start:start + step].tobytes()), self.sample_rate, 1, step
                 )
-                self._echo.process_render(render, dac + start / self.sample_rate if dac is not None else None)
+                echo.process_render(render, dac + start / self.sample_rate if dac is not None else None)
         if finished and not self._drained.is_set():
             self._notify(lambda: self._set_drained(generation))
 
@@ -226,9 +319,10 @@ class Player(DeviceStream):
                 pass
 
     def _finished(self) -> None:
-        if not self._closing and self._error is None:
+        if not self._closing and not self._pausing and self._error is None:
             self._error = "the audio stream ended unexpectedly"
 
     async def aclose(self) -> None:
         self.stop()
+        self._running = False
         await self._close_stream()

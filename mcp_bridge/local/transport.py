@@ -7,12 +7,15 @@ Order of one exchange:
    synthesised; a sentence too long for one synthesis goes in pieces, see `agent.speech.text_chunks`); speech from
    the user meanwhile marks the result `interrupted` and, with `barge_in`, silences the assistant at once;
 3. play the "listening" cue and listen until the turn ends (see `endpointing`), and return the transcript with
-   timings as soon as it is ready; the "done" cue finishes playing and the devices close after `converse` has
-   returned (the next exchange and `aclose()` wait for that, so nothing outlives the transport).
+   timings as soon as it is ready; the "done" cue finishes playing and the devices are released after `converse`
+   has returned (the next exchange and `aclose()` wait for that, so nothing outlives the transport).
 
-The first sentence is synthesised while the devices open. The end-of-turn model (`agent.speech.turn_model`) is
-loaded on the first exchange that listens, in the background, and kept; if it cannot load, turns end by silence
-and `health()` says why.
+The first sentence is synthesised while the devices open. The speaker's stream starts only once the first audio
+is queued (a running stream would put its buffer of silence before it), and after an exchange the speaker stays
+open, playing silence, for `VOICE_MCP_DEVICE_IDLE_MS` (`kept_speaker.py`): the next exchange stops it and starts it
+with its first audio queued, without opening it; the microphone closes after every exchange. The end-of-turn model
+(`agent.speech.turn_model`) is loaded on the first exchange that listens, in the background, and kept; if it cannot
+load, turns end by silence and `health()` says why.
 
 The STT, TTS and VAD objects are injected: they are the one set shared with the LiveKit worker.
 """
@@ -34,7 +37,7 @@ from agent import cues
 from agent.config import Settings
 from agent.speech import provider_label
 from agent.speech.call_options import CallOptions, OptionRefused
-from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks
+from agent.speech.text_chunks import SYNTHESIS_CHUNK_CHARS, speech_chunks, split_first_clause
 from agent.speech.turn_model import TurnModel, TurnModelUnavailable, find_model
 from mcp_bridge.cancel_safe import finish
 from mcp_bridge.converse_types import (
@@ -51,9 +54,11 @@ from mcp_bridge.converse_types import (
 )
 from mcp_bridge.transport_interface import TransportHealth
 
-from .devices import resolve_device
+from . import devices
+from .devices import Device, resolve_device
 from .echo import EchoCanceller
 from .endpointing import EndpointConfig, SpeechStarted
+from .kept_speaker import KeptSpeaker
 from .listener import Heard, Listener
 from .microphone import Microphone
 from .player import Player
@@ -95,6 +100,8 @@ class LocalTransport:
         self.turn_model_problem: str | None = None
         """Why turns end by silence although VOICE_MCP_TURN_DETECTION=model (load or run failure)."""
         self._model_broken = False
+        self.speaker = KeptSpeaker(settings.device_idle_ms / 1000)
+        """The speaker between exchanges (kept open for VOICE_MCP_DEVICE_IDLE_MS)."""
 
     # --- Transport protocol -------------------------------------------------------------------------------------
 
@@ -161,10 +168,11 @@ class LocalTransport:
             self._settling = None
 
     async def aclose(self) -> None:
-        """Waits for the exchange in progress and its settling; devices live per exchange, the shared providers
+        """Waits for the exchange in progress and its settling, and closes the kept speaker; the shared providers
         belong to the caller (the end-of-turn model is ours)."""
         async with self._lock:
             await self.settle()
+            await finish(self.speaker.aclose())
             loading, self._turn_model = self._turn_model, None
             if loading is not None:
                 model = await loading
@@ -190,8 +198,10 @@ class LocalTransport:
     # --- speaking -----------------------------------------------------------------------------------------------
 
     def sentences(self, text: str) -> list[str]:
-        """What one TTS call each speaks: sentences, and pieces of any sentence too long for one synthesis."""
-        return [s.strip() for s in speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False) if s.strip()]
+        """What one TTS call each speaks: sentences, and pieces of any sentence too long for one synthesis; a long
+        first sentence is cut after its first clause, so the first audio comes sooner."""
+        parts = split_first_clause(speech_chunks(text, SYNTHESIS_CHUNK_CHARS, combine=False))
+        return [s.strip() for s in parts if s.strip()]
 
     async def synthesize(self, text: str, tts: lk_tts.TTS | None = None) -> AsyncIterator[rtc.AudioFrame]:
         """Audio of `text`, one sentence after the other, as soon as each is synthesised."""
@@ -246,22 +256,33 @@ class _Exchange:
         message = self.request.message.strip()
         if message:  # the first sentence is synthesised while the devices open
             self._synthesis = asyncio.create_task(self._synthesize(message), name="voice-mcp-tts")
-        await asyncio.to_thread(
-            prune_failed_replies, self.settings.data_dir / "recordings", self.settings.keep_failed_audio_days
-        )
-        speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
-        mic_device = await asyncio.to_thread(resolve_device, self.settings.input_device, "input") if listening else None
-        # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
-        # tuned to the previous pair lets echo through while it re-adapts (measured; see docs/local-loop.md)
-        self.echo = echo = EchoCanceller(echo_cancellation=self.settings.echo_cancellation) if listening else None
-        self.player = Player(speaker, echo=echo)
-        self.mic = Microphone(mic_device, echo=echo) if mic_device is not None else None
         listen_task: asyncio.Task[Heard] | None = None
-        done = False
+        done = keep = False
         try:
+            await asyncio.to_thread(
+                prune_failed_replies, self.settings.data_dir / "recordings", self.settings.keep_failed_audio_days
+            )
+            # the speaker of an exchange within VOICE_MCP_DEVICE_IDLE_MS, still open: owned (and closed) by us now
+            self.player = self.t.speaker.take()
+            speaker = None if self.player is not None else await asyncio.to_thread(
+                resolve_device, self.settings.output_device, "output"
+            )
+            mic_device = await self._resolve_microphone() if listening else None
+            if self.player is None and speaker is None:  # the kept one was closed to find the microphone
+                speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
+            # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
+            # tuned to the previous pair lets echo through while it re-adapts (measured; see docs/local-loop.md)
+            self.echo = echo = EchoCanceller(echo_cancellation=self.settings.echo_cancellation) if listening else None
+            self.mic = Microphone(mic_device, echo=echo) if mic_device is not None else None
             if self.mic is not None:
                 await self.mic.start()  # before speaking: a reply spoken over the message is not lost
-            await self.player.start()
+            if self.player is None:
+                assert speaker is not None
+                self.player = Player(speaker)
+                await self.player.start()  # opened, not started: play() starts it with the first audio queued
+            elif not await self.player.pause():  # kept and alive: stopped now, play() starts it with the first audio
+                raise devices.failed_in_use(self.player.device, "it could not be stopped")
+            self.player.attach(echo)
             listener = self._listener(self.t.turn_model()) if self.mic is not None else None
             if listener is not None:
                 listen_task = asyncio.create_task(listener.run(), name="voice-mcp-listen")
@@ -274,13 +295,30 @@ class _Exchange:
                     self.t.turn_model_failed(listener.model_error)
                 result = self._result(heard)
             await self.progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
-            done = True
+            done = keep = True
             return result
+        except asyncio.CancelledError:
+            keep = True  # the speaker is fine: silenced, it serves the next call
+            raise
         finally:  # no other await here: a cancelled call is cancelled again at each one, and must reach _cleanup
             if done:  # the user has their answer: the cue drains and the devices close after we return
-                self.settling = asyncio.create_task(self._cleanup(listen_task), name="voice-mcp-settle")
+                self.settling = asyncio.create_task(self._cleanup(listen_task, keep), name="voice-mcp-settle")
             else:
-                await self._cleanup(listen_task)
+                if self.player is not None:
+                    self.player.stop()  # cancelled or failed: silent at once, nothing left to drain
+                await self._cleanup(listen_task, keep)
+
+    async def _resolve_microphone(self) -> Device:
+        try:
+            return await asyncio.to_thread(resolve_device, self.settings.input_device, "input")
+        except AudioDeviceError:
+            if self.player is None:
+                raise
+        # PortAudio finds devices plugged in later only by re-initialising, which it cannot while a stream is open:
+        # close the kept speaker, and look again
+        kept, self.player = self.player, None
+        await finish(kept.aclose())
+        return await asyncio.to_thread(resolve_device, self.settings.input_device, "input")
 
     async def _synthesize(self, message: str) -> None:
         try:
@@ -359,7 +397,10 @@ class _Exchange:
             if isinstance(item, BaseException):
                 raise item
             self.player.push(item)
+            if not self.player.running and self.player.ready_to_play:
+                await self.player.play()  # the stream starts with the first audio queued: it is heard at once
         self.player.end()
+        await self.player.play()  # a piece shorter than the device's buffer
         await self.player.wait_done()
 
     async def _cue(self, *, start: bool) -> None:
@@ -369,6 +410,7 @@ class _Exchange:
         self.player.begin()
         self.player.push(make(self.player.sample_rate), echo_reference=False)
         self.player.end()
+        await self.player.play()
 
     async def _listen(self, listener: Listener, listen_task: asyncio.Task[Heard]) -> Heard:
         opts = self.request.listen
@@ -415,15 +457,16 @@ class _Exchange:
         result.interrupted = self.interrupted or heard.barge_in
         return result
 
-    async def _cleanup(self, listen_task: asyncio.Task[Heard] | None) -> None:
-        """Stop the tasks and close both devices, whatever happens meanwhile.
+    async def _cleanup(self, listen_task: asyncio.Task[Heard] | None, keep: bool) -> None:
+        """Stop the tasks, close the microphone and hand the speaker to `LocalTransport.speaker` (`keep`: it stops
+        the stream and keeps it open for the next exchange, or closes it) or close it, whatever happens meanwhile.
 
         Runs shielded: a cancellation that arrives again during cleanup (the client cancels, the session ends) waits
         for it to finish and is re-raised afterwards. A stream left open while its owner is garbage-collected lets
         PortAudio call freed memory and kills the process. Every step is bounded, so cleanup cannot hang either."""
-        await finish(self._release(listen_task))
+        await finish(self._release(listen_task, keep))
 
-    async def _release(self, listen_task: asyncio.Task[Heard] | None) -> None:
+    async def _release(self, listen_task: asyncio.Task[Heard] | None, keep: bool) -> None:
         if self._synthesis is not None:
             await _stop_task(self._synthesis)
         if self.speak_task is not None:
@@ -433,13 +476,16 @@ class _Exchange:
         if self.mic is not None:
             await _bounded(self.mic.aclose(), "closing the microphone")
         if self.player is not None:
-            if not self.player.stopped:  # let the last cue finish (bounded)
+            if self.player.running and not self.player.stopped:  # let the last cue finish (bounded)
                 try:
                     async with asyncio.timeout(1.0):
                         await self.player.wait_done()
                 except Exception as exc:
                     log.debug("the last cue did not finish: %s", exc)
-            await _bounded(self.player.aclose(), "closing the speaker")
+            if keep:
+                await _bounded(self.t.speaker.keep(self.player), "keeping the speaker")
+            else:
+                await _bounded(self.player.aclose(), "closing the speaker")
 
 
 STOP_TIMEOUT = 5.0
