@@ -145,9 +145,10 @@ class Settings(BaseSettings):
     input_device: str | None = None
     output_device: str | None = None
     device_idle_ms: int = Field(
-        30000, ge=0, le=600000,
-        description="Local loop: how long the speaker stays open after an exchange, so the next one plays at once "
-        "(milliseconds; 0: closed after every exchange). The microphone always closes after each exchange.",
+        0, ge=0, le=600000,
+        description="Local loop: how long the speaker stays open (playing silence) after an exchange, so the next one "
+        "plays without opening it (milliseconds; 0, the default: closed after every exchange; no gain measured "
+        "yet, docs/performance.md). The microphone always closes after each exchange.",
     )
     busy_wait: float = Field(
         60.0, gt=0, le=3600, allow_inf_nan=False,
