@@ -414,10 +414,12 @@ class _Exchange:
 
     async def _listen(self, listener: Listener, listen_task: asyncio.Task[Heard]) -> Heard:
         opts = self.request.listen
+        # the window opens before anybody is told it has: a user who answers the moment "listening" is announced
+        # (or the cue starts) is heard as the reply, never judged as a possible echo of the message's end
+        listener.start_listening()
         await self.progress(Stage.LISTENING, f"listening (up to {opts.max_seconds:g} s)")
         if not listener.speech_started.is_set():
             await self._cue(start=True)
-        listener.start_listening()
         ended = asyncio.create_task(listener.turn_ended.wait())
         try:
             await asyncio.wait({ended, listen_task}, return_when=asyncio.FIRST_COMPLETED)
