@@ -144,12 +144,6 @@ class Settings(BaseSettings):
     echo_cancellation: bool = True
     input_device: str | None = None
     output_device: str | None = None
-    device_idle_ms: int = Field(
-        0, ge=0, le=600000,
-        description="Local loop: how long the speaker stays open (playing silence) after an exchange, so the next one "
-        "plays without opening it (milliseconds; 0, the default: closed after every exchange; no gain measured "
-        "yet, docs/performance.md). The microphone always closes after each exchange.",
-    )
     busy_wait: float = Field(
         60.0, gt=0, le=3600, allow_inf_nan=False,
         description="Seconds a converse call waits for the previous one to finish before failing with [busy].",

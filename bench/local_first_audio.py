@@ -1,15 +1,15 @@
-"""(b) `converse` called → first sound, local loop: the speaker closed after every call vs kept open, interleaved.
+"""(b) `converse` called → first sound, local loop: stream started with its first audio queued vs before, interleaved.
 
-`LocalTransport`s on the same private PulseAudio and the same speech providers, one with
-`VOICE_MCP_DEVICE_IDLE_MS=0` (the default: the speaker is opened for every call), one with 30 s (kept open between
-calls), and, for reference, one that behaves as the local loop did before either change: the speaker opened for
-every call and its stream started as soon as it is open, so its buffer is full of silence when the first audio
-comes (`_StartedWhenOpened`). Rounds rotate which goes first, so all see the same machine load. Each call is the
+Two `LocalTransport`s on the same private PulseAudio and the same speech providers: the local loop as it is (`closed`:
+the speaker is opened for every call and its stream starts once the first audio is queued), and, for reference, one
+that behaves as the local loop did before: its stream started as soon as it is open, so its buffer is full of
+silence when the first audio comes (`started`, `_StartedWhenOpened`). Rounds rotate which goes first, so both see
+the same machine load. Each call is the
 product's usual one: the message of `local_loop.MESSAGE`, then listening (no reply: it ends after `LISTEN_SECONDS`).
 The first call of each transport is a warm-up and not counted (it opens the speaker in all).
 
-- `first_audio_local_speaker_{started,closed,kept}`: converse called → first loud sample on the speaker monitor.
-- `first_audio_local_transport_{started,closed,kept}`: the transport's own `first_audio_ms`.
+- `first_audio_local_speaker_{started,closed}`: converse called → first loud sample on the speaker monitor.
+- `first_audio_local_transport_{started,closed}`: the transport's own `first_audio_ms`.
 """
 
 from __future__ import annotations
@@ -69,25 +69,16 @@ async def _call(
     return ((heard - called) * 1000 if heard is not None else None), result.timings.first_audio_ms
 
 
-KEPT_IDLE_MS = 30000
-"""The kept side's idle time (the setting's default is 0: the speaker closes after every call)."""
-
-
 async def run_first_audio(speech: Speech, *, rounds: int, out: Path) -> list[Measurement]:
     vad = build_vad(bench_settings())
-    sides = ("started", "closed", "kept")
+    sides = ("started", "closed")
     speaker: dict[str, list[float | None]] = {side: [] for side in sides}
     own: dict[str, list[float | None]] = {side: [] for side in sides}
     loads: list[float] = []
     with VirtualAudioSession(), TemporaryDirectory(prefix="vmcp-bench-first-") as tmp:
-        kept_idle = KEPT_IDLE_MS
         transports = {
-            "started": LocalTransport(bench_settings(data_dir=Path(tmp), device_idle_ms=0), stt=speech.stt,
-                                      tts=speech.tts, vad=vad),
-            "closed": LocalTransport(bench_settings(data_dir=Path(tmp), device_idle_ms=0), stt=speech.stt,
-                                     tts=speech.tts, vad=vad),
-            "kept": LocalTransport(bench_settings(data_dir=Path(tmp), device_idle_ms=kept_idle), stt=speech.stt,
-                                   tts=speech.tts, vad=vad),
+            "started": LocalTransport(bench_settings(data_dir=Path(tmp)), stt=speech.stt, tts=speech.tts, vad=vad),
+            "closed": LocalTransport(bench_settings(data_dir=Path(tmp)), stt=speech.stt, tts=speech.tts, vad=vad),
         }
         tap = Tap("vspeaker.monitor").start()
         try:
@@ -107,8 +98,7 @@ async def run_first_audio(speech: Speech, *, rounds: int, out: Path) -> list[Mea
                 await transport.aclose()
     rows: list[Measurement] = []
     what = {"started": "before: speaker opened for every call, its stream started as soon as it is open",
-            "closed": "VOICE_MCP_DEVICE_IDLE_MS=0: speaker opened for every call",
-            "kept": f"VOICE_MCP_DEVICE_IDLE_MS={kept_idle}: speaker kept open between calls"}
+            "closed": "now: speaker opened for every call, its stream started with the first audio queued"}
     for side in sides:
         rows.append(Measurement.of(
             f"first_audio_local_speaker_{side}", "ms", speaker[side],

@@ -9,8 +9,7 @@ device's reported output latency). `stop()` drops everything queued, for barge-i
 the device's buffer: `ready_to_play`). A running
 stream keeps `OUTPUT_LATENCY` of audio buffered, silence while there is nothing to say, and new audio is heard only
 after that silence (~0.2 s measured through PulseAudio); a stream started with the audio already queued is heard
-within ~20 ms. An exchange hands the running speaker to the next one (`kept_speaker.py`), which checks it is
-`alive`, `pause()`s it (stopped, still open) and `attach()`es its own echo canceller: its first audio starts it.
+within ~20 ms. Each exchange opens its own player and `attach()`es its own echo canceller before the first audio.
 """
 
 from __future__ import annotations
@@ -37,8 +36,6 @@ PREFERRED_RATES = (48000, 24000, 44100, 32000, 16000)
 OUTPUT_LATENCY = 0.15
 """Seconds of audio PortAudio keeps queued: enough that a busy CPU (speech models share it) causes no underruns;
 `stop()` still silences within about this long."""
-ALIVE_WITHIN = 1.0
-"""Seconds since the last callback within which a kept stream counts as alive."""
 MAX_OUTPUT_LATENCY = 2.0
 """A reported output latency above this is taken as a bogus clock (counted as none)."""
 
@@ -66,7 +63,6 @@ class Player(DeviceStream):
         self._generation = 0
         self._error: str | None = None
         self._running = False
-        self._pausing = False
         self.first_audio_at: float | None = None
         self.played_samples = 0
         self.exchanges = 0
@@ -94,23 +90,6 @@ class Player(DeviceStream):
     def healthy(self) -> bool:
         """Open and never failed."""
         return self._stream is not None and self._error is None and not self._closing
-
-    @property
-    def alive(self) -> bool:
-        """Open, never failed, running, and its callback ran within `ALIVE_WITHIN`: the sound server still takes
-        its audio, so stopping and starting it again is safe (PortAudio's start on a stream whose sound server
-        died was seen never to return)."""
-        return self.healthy and self._running and time.perf_counter() - self._last_callback < ALIVE_WITHIN
-
-    @property
-    def since_callback(self) -> float:
-        """Seconds since PortAudio last asked for audio."""
-        return time.perf_counter() - self._last_callback
-
-    def idle(self) -> None:
-        """Between exchanges: nothing queued, no echo canceller fed; the stream runs on, playing silence."""
-        self.stop()
-        self._echo = None
 
     def attach(self, echo: EchoCanceller | None) -> None:
         """Serve a new exchange (on the running event loop) with its own echo canceller (or none)."""
@@ -140,27 +119,11 @@ class Player(DeviceStream):
             return
         self._last_callback = 0.0
         self._opened_at = time.perf_counter()  # the start timeout counts from here
-        # running from now: a caller cancelled while the start is under way leaves a stream that may well run, and
-        # whoever takes it next judges it by its callbacks (`alive`)
+        # running from now: a caller cancelled while the start is under way leaves a stream that may well run
         self._running = True
         if not await self._control("start"):
             self._running = False
             raise devices.failed_in_use(self.device, "it could not be started")
-        self._pausing = False
-
-    async def pause(self) -> bool:
-        """Drop what is queued and stop the stream, keeping it open (its callback no longer runs once this returns),
-        so that `play()` starts it again with the next audio queued. False when it could not be stopped: close it
-        then. Only on an `alive` stream."""
-        self.stop()
-        if not self._running:
-            return self._stream is not None
-        self._pausing = True  # the finished callback that stopping causes is not a failure
-        if not await self._control("abort"):
-            return False
-        self._running = False
-        self._echo = None  # the exchange's canceller is not fed any more
-        return True
 
     # --- feeding ------------------------------------------------------------------------------------------------
 
@@ -319,7 +282,7 @@ class Player(DeviceStream):
                 pass
 
     def _finished(self) -> None:
-        if not self._closing and not self._pausing and self._error is None:
+        if not self._closing and self._error is None:
             self._error = "the audio stream ended unexpectedly"
 
     async def aclose(self) -> None:

@@ -11,9 +11,7 @@ Order of one exchange:
    has returned (the next exchange and `aclose()` wait for that, so nothing outlives the transport).
 
 The first sentence is synthesised while the devices open. The speaker's stream starts only once the first audio
-is queued (a running stream would put its buffer of silence before it), and after an exchange the speaker stays
-open, playing silence, for `VOICE_MCP_DEVICE_IDLE_MS` (`kept_speaker.py`): the next exchange stops it and starts it
-with its first audio queued, without opening it; the microphone closes after every exchange. The end-of-turn model
+is queued (a running stream would put its buffer of silence before it). The end-of-turn model
 (`agent.speech.turn_model`) is loaded on the first exchange that listens, in the background, and kept; if it cannot
 load, turns end by silence and `health()` says why.
 
@@ -54,11 +52,9 @@ from mcp_bridge.converse_types import (
 )
 from mcp_bridge.transport_interface import TransportHealth
 
-from . import devices
-from .devices import Device, resolve_device
+from .devices import resolve_device
 from .echo import EchoCanceller
 from .endpointing import EndpointConfig, SpeechStarted
-from .kept_speaker import KeptSpeaker
 from .listener import Heard, Listener
 from .microphone import Microphone
 from .player import Player
@@ -100,8 +96,6 @@ class LocalTransport:
         self.turn_model_problem: str | None = None
         """Why turns end by silence although VOICE_MCP_TURN_DETECTION=model (load or run failure)."""
         self._model_broken = False
-        self.speaker = KeptSpeaker(settings.device_idle_ms / 1000)
-        """The speaker between exchanges (kept open for VOICE_MCP_DEVICE_IDLE_MS)."""
 
     # --- Transport protocol -------------------------------------------------------------------------------------
 
@@ -168,11 +162,10 @@ class LocalTransport:
             self._settling = None
 
     async def aclose(self) -> None:
-        """Waits for the exchange in progress and its settling, and closes the kept speaker; the shared providers
+        """Waits for the exchange in progress and its settling; devices live per exchange, the shared providers
         belong to the caller (the end-of-turn model is ours)."""
         async with self._lock:
             await self.settle()
-            await finish(self.speaker.aclose())
             loading, self._turn_model = self._turn_model, None
             if loading is not None:
                 model = await loading
@@ -257,31 +250,23 @@ class _Exchange:
         if message:  # the first sentence is synthesised while the devices open
             self._synthesis = asyncio.create_task(self._synthesize(message), name="voice-mcp-tts")
         listen_task: asyncio.Task[Heard] | None = None
-        done = keep = False
+        done = False
         try:
             await asyncio.to_thread(
                 prune_failed_replies, self.settings.data_dir / "recordings", self.settings.keep_failed_audio_days
             )
-            # the speaker of an exchange within VOICE_MCP_DEVICE_IDLE_MS, still open: owned (and closed) by us now
-            self.player = self.t.speaker.take()
-            speaker = None if self.player is not None else await asyncio.to_thread(
-                resolve_device, self.settings.output_device, "output"
+            speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
+            mic_device = (
+                await asyncio.to_thread(resolve_device, self.settings.input_device, "input") if listening else None
             )
-            mic_device = await self._resolve_microphone() if listening else None
-            if self.player is None and speaker is None:  # the kept one was closed to find the microphone
-                speaker = await asyncio.to_thread(resolve_device, self.settings.output_device, "output")
             # a fresh echo canceller per exchange: each newly opened stream pair has its own delay, and a canceller
             # tuned to the previous pair lets echo through while it re-adapts (measured; see docs/local-loop.md)
             self.echo = echo = EchoCanceller(echo_cancellation=self.settings.echo_cancellation) if listening else None
             self.mic = Microphone(mic_device, echo=echo) if mic_device is not None else None
             if self.mic is not None:
                 await self.mic.start()  # before speaking: a reply spoken over the message is not lost
-            if self.player is None:
-                assert speaker is not None
-                self.player = Player(speaker)
-                await self.player.start()  # opened, not started: play() starts it with the first audio queued
-            elif not await self.player.pause():  # kept and alive: stopped now, play() starts it with the first audio
-                raise devices.failed_in_use(self.player.device, "it could not be stopped")
+            self.player = Player(speaker)
+            await self.player.start()  # opened, not started: play() starts it with the first audio queued
             self.player.attach(echo)
             listener = self._listener(self.t.turn_model()) if self.mic is not None else None
             if listener is not None:
@@ -295,30 +280,15 @@ class _Exchange:
                     self.t.turn_model_failed(listener.model_error)
                 result = self._result(heard)
             await self.progress(Stage.DONE, "reply received" if result.heard_speech else "no reply")
-            done = keep = True
+            done = True
             return result
-        except asyncio.CancelledError:
-            keep = True  # the speaker is fine: silenced, it serves the next call
-            raise
         finally:  # no other await here: a cancelled call is cancelled again at each one, and must reach _cleanup
             if done:  # the user has their answer: the cue drains and the devices close after we return
-                self.settling = asyncio.create_task(self._cleanup(listen_task, keep), name="voice-mcp-settle")
+                self.settling = asyncio.create_task(self._cleanup(listen_task), name="voice-mcp-settle")
             else:
                 if self.player is not None:
                     self.player.stop()  # cancelled or failed: silent at once, nothing left to drain
-                await self._cleanup(listen_task, keep)
-
-    async def _resolve_microphone(self) -> Device:
-        try:
-            return await asyncio.to_thread(resolve_device, self.settings.input_device, "input")
-        except AudioDeviceError:
-            if self.player is None:
-                raise
-        # PortAudio finds devices plugged in later only by re-initialising, which it cannot while a stream is open:
-        # close the kept speaker, and look again
-        kept, self.player = self.player, None
-        await finish(kept.aclose())
-        return await asyncio.to_thread(resolve_device, self.settings.input_device, "input")
+                await self._cleanup(listen_task)
 
     async def _synthesize(self, message: str) -> None:
         try:
@@ -459,16 +429,15 @@ class _Exchange:
         result.interrupted = self.interrupted or heard.barge_in
         return result
 
-    async def _cleanup(self, listen_task: asyncio.Task[Heard] | None, keep: bool) -> None:
-        """Stop the tasks, close the microphone and hand the speaker to `LocalTransport.speaker` (`keep`: it stops
-        the stream and keeps it open for the next exchange, or closes it) or close it, whatever happens meanwhile.
+    async def _cleanup(self, listen_task: asyncio.Task[Heard] | None) -> None:
+        """Stop the tasks and close both devices, whatever happens meanwhile.
 
         Runs shielded: a cancellation that arrives again during cleanup (the client cancels, the session ends) waits
         for it to finish and is re-raised afterwards. A stream left open while its owner is garbage-collected lets
         PortAudio call freed memory and kills the process. Every step is bounded, so cleanup cannot hang either."""
-        await finish(self._release(listen_task, keep))
+        await finish(self._release(listen_task))
 
-    async def _release(self, listen_task: asyncio.Task[Heard] | None, keep: bool) -> None:
+    async def _release(self, listen_task: asyncio.Task[Heard] | None) -> None:
         if self._synthesis is not None:
             await _stop_task(self._synthesis)
         if self.speak_task is not None:
@@ -484,10 +453,7 @@ class _Exchange:
                         await self.player.wait_done()
                 except Exception as exc:
                     log.debug("the last cue did not finish: %s", exc)
-            if keep:
-                await _bounded(self.t.speaker.keep(self.player), "keeping the speaker")
-            else:
-                await _bounded(self.player.aclose(), "closing the speaker")
+            await _bounded(self.player.aclose(), "closing the speaker")
 
 
 STOP_TIMEOUT = 5.0
