@@ -24,7 +24,7 @@ from agent.room_session import build_room_session
 from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
 from agent.turn_taking import PAUSE_MS
 from agent.voice_agent import VoiceMcpAgent
-from tests.agent.test_room_turns import RATE, FramesIn, frames, speech_16k, words
+from tests.agent.test_room_turns import RATE, FramesIn, TurnCollector, frames, speech_16k, words
 from tests.speech_fixtures import clean_settings
 
 
@@ -58,29 +58,21 @@ async def _one_session(
         llm=None,
     )
     room_session.segments.subscribe(on_vad)  # type: ignore[arg-type]
-    turns: list[Utterance] = []
-    committed = asyncio.Event()
-
-    class Service:
-        def on_user_turn(self, utterance: Utterance) -> bool:
-            turns.append(utterance)
-            committed.set()
-            return True
-
+    service = TurnCollector()
     audio_in = FramesIn()
     session = room_session.session
     session.input.audio = audio_in
-    agent = VoiceMcpAgent(Service(), llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
+    agent = VoiceMcpAgent(service, llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
     await session.start(agent, record=False)
     try:
         for frame in [*frames(audio), *frames(np.zeros(RATE * 3, dtype=np.int16))]:
             audio_in.queue.put_nowait(frame)
             await asyncio.sleep(frame.duration)  # real time: endpointing counts wall-clock silence
-        await asyncio.wait_for(committed.wait(), 120)
+        await asyncio.wait_for(service.committed.wait(), 120)
         await asyncio.sleep(0)  # a second turn committed in the same breath would show here
     finally:
         await session.aclose()
-    return turns
+    return service.turns
 
 
 async def test_a_user_who_speaks_again_while_the_last_segment_is_transcribed_gets_one_whole_turn(

@@ -168,6 +168,19 @@ class FramesIn(io.AudioInput):
         return await self.queue.get()
 
 
+class TurnCollector:
+    """The converse service's side of `VoiceMcpAgent` in these tests: keeps every turn the session commits."""
+
+    def __init__(self) -> None:
+        self.turns: list[Utterance] = []
+        self.committed = asyncio.Event()
+
+    def on_user_turn(self, utterance: Utterance) -> bool:
+        self.turns.append(utterance)
+        self.committed.set()
+        return True
+
+
 async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply_with_a_pause(
     whisper: FasterWhisperSTT, piper: PiperTTS
 ) -> None:
@@ -183,28 +196,21 @@ async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply
     room_session = build_room_session(
         settings, vad=build_vad(settings, silence_ms=PAUSE_MS), stt=whisper, tts=piper, llm=None
     )
-    turns: list[Utterance] = []
-    committed = asyncio.Event()
-
-    class Service:
-        def on_user_turn(self, utterance: Utterance) -> bool:
-            turns.append(utterance)
-            committed.set()
-            return True
-
+    service = TurnCollector()
     audio_in = FramesIn()
     session = room_session.session
     session.input.audio = audio_in
-    agent = VoiceMcpAgent(Service(), llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
+    agent = VoiceMcpAgent(service, llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
     await session.start(agent, record=False)
     try:
         for frame in [*frames(audio), *silence]:
             audio_in.queue.put_nowait(frame)
             await asyncio.sleep(frame.duration)  # real time: endpointing counts wall-clock silence
-        await asyncio.wait_for(committed.wait(), 120)
+        await asyncio.wait_for(service.committed.wait(), 120)
     finally:
         await session.aclose()
 
+    turns = service.turns
     assert len(turns) == 1, [t.text for t in turns]
     said = set(words(turns[0].text))
     assert {"meeting", "thursday", "afternoon"} <= said, turns[0].text
