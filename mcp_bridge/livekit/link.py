@@ -44,8 +44,9 @@ _NO_AUTOMATIC_REJOIN = {
 ProgressListener = Callable[[Progress], None]
 ParticipantListener = Callable[[rtc.RemoteParticipant], None]
 TurnListener = Callable[[str, Utterance], None]
-TrafficListener = Callable[[str], None]
 """Called with the worker's identity and the turn it announced."""
+TrafficListener = Callable[[str], None]
+"""Called with the identity of whoever sent a data packet or a transcript."""
 
 
 def backoff_delays(start: float = BACKOFF_START, cap: float = BACKOFF_MAX) -> Iterator[float]:
