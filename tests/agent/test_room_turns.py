@@ -35,6 +35,17 @@ def words(text: str) -> list[str]:
     return jiwer.RemovePunctuation()(text.lower()).split()
 
 
+BEFORE_THE_PAUSE = {"could", "move", "meeting"}
+AFTER_THE_PAUSE = {"thursday", "afternoon", "instead"}
+"""Content words of the two parts of the reply the session tests speak (Piper's voice varies from one synthesis
+to the next, and Whisper tiny.en now and then mishears one word of a short segment: 'the mating tube')."""
+
+
+def heard(text: str, expected: set[str]) -> bool:
+    """All but at most one of `expected` are in `text`: the segment was transcribed, one misheard word allowed."""
+    return len(expected & set(words(text))) >= len(expected) - 1
+
+
 async def speech_16k(piper: PiperTTS, text: str) -> np.ndarray:
     frame = await piper.synthesize(text).collect()
     return resample_int16(np.frombuffer(frame.data, dtype=np.int16), frame.sample_rate, RATE)
@@ -110,8 +121,7 @@ async def test_each_pause_closes_a_segment_that_is_transcribed_from_the_sessions
     assert silero.streams == 1, "the STT must not open a VAD stream of its own"
     assert session_events.count(vad.VADEventType.END_OF_SPEECH) == 2 == ends_of_speech
     assert len(transcripts) == 2, transcripts
-    assert {"meeting"} <= set(words(transcripts[0])), transcripts
-    assert {"thursday", "afternoon"} <= set(words(transcripts[1])), transcripts
+    assert heard(transcripts[0], BEFORE_THE_PAUSE) and heard(transcripts[1], AFTER_THE_PAUSE), transcripts
 
 
 def test_the_turn_detector_adapter_is_what_livekit_drives_as_an_audio_turn_detector() -> None:
@@ -212,8 +222,7 @@ async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply
 
     turns = service.turns
     assert len(turns) == 1, [t.text for t in turns]
-    said = set(words(turns[0].text))
-    assert {"meeting", "thursday", "afternoon"} <= said, turns[0].text
+    assert heard(turns[0].text, BEFORE_THE_PAUSE) and heard(turns[0].text, AFTER_THE_PAUSE), turns[0].text
 
 
 async def test_the_detector_asks_again_during_the_pause_and_defers_to_a_transcript_that_stops_mid_sentence() -> None:
