@@ -18,6 +18,7 @@ import pytest
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 
+from agent.config import Settings
 from agent.speech import FasterWhisperSTT, PiperTTS
 from mcp_bridge.converse_types import ConverseRequest, ConverseResult, ListenOptions, ProviderError, SpeakOptions, Stage
 from mcp_bridge.local import LocalTransport
@@ -37,6 +38,15 @@ LONG_MESSAGE = (
     "Finally I ran the whole test suite twice and everything passed."
 )
 BOUND = 180.0  # seconds: only so that a hang fails the test
+LONG_TURN_BOUND_MS = 8000
+"""The longest silence after speech before a turn ends without the model's word. The model is asked in the
+silence after a reply; on a busy 2-core machine Whisper and Smart Turn together can take longer than the default
+3 s, and the bound would end the turn first: these tests check which rule ended a turn, not the machine's load."""
+
+
+@pytest.fixture
+def settings(tmp_path: Path, virtual_audio: VirtualAudio) -> Settings:
+    return make_settings(data_dir=tmp_path, silence_ms=800, listen_min=0.5, max_turn_silence_ms=LONG_TURN_BOUND_MS)
 
 
 async def transcribe(stt: FasterWhisperSTT, pcm: np.ndarray) -> str:
