@@ -37,6 +37,12 @@ TOPIC_MESSAGE = "voice-mcp.message"
 TOPIC_RESPONSE = "voice-mcp.response"
 TOPIC_PROGRESS = "voice-mcp.progress"
 TOPIC_TURN = "voice-mcp.turn"
+TOPIC_TRACK_HEARD = "voice-mcp.track-heard"
+"""A listener (the web page, any client that plays the worker's voice) tells the worker it receives audio of one of
+its tracks: a reliable data packet to the worker's identity, payload `{"track_sid": "<sid>"}` (`TrackHeard`),
+sent once per track, when the track's first audio arrives. The worker takes its track away while it is quiet
+only when such a listener is in the room, and after bringing it back it speaks once the listener hears it again
+(`agent.speaker_track`), so no first word is lost to a subscription still being set up."""
 ATTR_REQUEST_ID = "voice-mcp.request_id"
 ATTR_ROLE = "voice-mcp.role"
 """Participant attribute naming a voice-mcp participant's role (`bridge` or `worker`)."""
@@ -239,6 +245,13 @@ class TurnNotice(BaseModel):
 
     v: int = PROTOCOL_VERSION
     utterance: Utterance
+
+
+class TrackHeard(BaseModel):
+    """Sent by a listener to the worker (topic `TOPIC_TRACK_HEARD`) when the first audio of one of the worker's
+    tracks reaches it. Extra fields are ignored, so clients need not send `v`."""
+
+    track_sid: str = Field(min_length=1, max_length=64)
 
 
 class Progress(BaseModel):
