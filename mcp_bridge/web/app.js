@@ -12,6 +12,7 @@
   };
   const ROLE = "voice-mcp.role";
   const AGENT_PREFIX = "voice-mcp-agent-";
+  const TRACK_HEARD = "voice-mcp.track-heard";
   const LABELS = {
     idle: "Not connected", connecting: "Connecting…", listening: "Listening", speaking: "Assistant speaking",
     thinking: "Assistant thinking", waiting: "Waiting for the assistant", reconnecting: "Reconnecting…",
@@ -151,14 +152,33 @@
   }
 
   // --- the room ----------------------------------------------------------------------------------------------
+  // Tell the worker when the first audio of one of its tracks reaches this page (`voice-mcp.track-heard`, once per
+  // track, docs/livekit-protocol.md): it takes its track away while quiet and, having brought it back, speaks once
+  // this page hears it, so no first word is lost to a subscription still being set up. A remote track is `muted`
+  // until its first packets arrive.
+  function ackWhenHeard(r, heard, track, publication, participant) {
+    const sid = publication.trackSid;
+    if (!participant.identity.startsWith(AGENT_PREFIX) || heard.has(sid)) return;
+    heard.add(sid);
+    if (heard.size > 100) heard.delete(heard.values().next().value);
+    const send = () => r.localParticipant.publishData(new TextEncoder().encode(JSON.stringify({ track_sid: sid })), {
+      reliable: true, topic: TRACK_HEARD, destinationIdentities: [participant.identity],
+    }).catch((e) => console.warn("track-heard failed", e));
+    const media = track.mediaStreamTrack;
+    if (!media.muted) send();
+    else media.addEventListener("unmute", send, { once: true });
+  }
+
   function newRoom() {
     const r = new LK.Room({
       adaptiveStream: false, dynacast: false,
       audioCaptureDefaults: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
-    r.on(LK.RoomEvent.TrackSubscribed, (track) => {
+    const heard = new Set(); // the worker's track sids this page told it it hears
+    r.on(LK.RoomEvent.TrackSubscribed, (track, publication, participant) => {
       if (track.kind !== LK.Track.Kind.Audio) return;
       ui.players.append(track.attach());
+      ackWhenHeard(r, heard, track, publication, participant);
     });
     r.on(LK.RoomEvent.TrackUnsubscribed, (track) => track.detach().forEach((el) => el.remove()));
     r.on(LK.RoomEvent.AudioPlaybackStatusChanged, () => { ui.audio.hidden = r.canPlaybackAudio; });
