@@ -2,12 +2,15 @@
 plays a spoken WAV into the room, the real worker hears it, and `converse` through the MCP server returns it as text.
 
 Chromium is the system one (`/usr/bin/chromium`, installed by `scripts/setup --test`), driven by Playwright for
-Python; nothing is downloaded. The screenshot lands in bench/out/web/ (kept by CI as an artifact).
+Python; nothing is downloaded. The screenshot lands in bench/out/web/ (kept by CI as an artifact). The last test puts a
+stand-in worker (the Python SDK) in the room instead, to see the page acknowledge each of its audio tracks
+(`voice-mcp.track-heard`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import sys
@@ -23,6 +26,7 @@ from livekit import api, rtc
 from mcp import Client, StdioServerParameters
 from playwright.async_api import Browser, Page, Playwright, TimeoutError, async_playwright
 
+from agent.protocol import ATTR_ROLE, TOPIC_TRACK_HEARD, TrackHeard
 from agent.speech import PiperTTS
 from tests.web.service import WebService, run_cli, service_env, start_web, stop
 
@@ -328,4 +332,147 @@ async def test_a_second_device_joins_mid_conversation_sees_the_history_and_answe
         (ARTIFACTS / "second-device-failed-worker.log").write_text(lk_worker.output())
         raise
     finally:
+        await stop(process)
+
+
+# --- voice-mcp.track-heard: the page tells the worker when each of its tracks is heard ------------------------------
+
+STANDIN_IDENTITY = "voice-mcp-agent-standin"
+"""A worker's identity (`WORKER_IDENTITY_PREFIX`): the page acknowledges only workers' tracks."""
+FRAME_MS = 20
+
+
+class StandInSpeaker:
+    """A participant in the worker's place: it publishes an audio track fed with silence in real time, replaces it
+    with a new one on demand (as the worker does when it speaks after a quiet spell), and records every
+    `TOPIC_TRACK_HEARD` packet and chat stream that reaches it."""
+
+    def __init__(self, room: rtc.Room) -> None:
+        self.room = room
+        self.heard: list[tuple[str, str]] = []  # (track sid, sender identity), in arrival order
+        self.chats: list[tuple[str, str]] = []  # (sender identity, text)
+        self.changed = asyncio.Event()  # set on every packet or chat that arrives
+        self._feeder: asyncio.Task[None] | None = None
+        self.track_sid = ""
+        room.on("data_received", self._on_data)
+        room.register_text_stream_handler("lk.chat", self._on_chat)
+
+    @classmethod
+    async def join(cls, server: ServerProcess, room_name: str) -> StandInSpeaker:
+        grants = api.VideoGrants(room_join=True, room=room_name, can_publish=True, can_subscribe=True,
+                                 can_publish_data=True)
+        token = (
+            api.AccessToken(server.api_key, server.api_secret)
+            .with_identity(STANDIN_IDENTITY)
+            .with_kind("agent")
+            .with_attributes({ATTR_ROLE: "worker"})
+            .with_grants(grants)
+            .to_jwt()
+        )
+        room = rtc.Room()
+        await room.connect(server.url, token)
+        return cls(room)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != TOPIC_TRACK_HEARD:
+            return
+        sender = packet.participant.identity if packet.participant else ""
+        self.heard.append((TrackHeard.model_validate_json(packet.data).track_sid, sender))
+        self.changed.set()
+
+    def _on_chat(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        async def read() -> None:
+            self.chats.append((sender, await reader.read_all()))
+            self.changed.set()
+
+        asyncio.get_running_loop().create_task(read())
+
+    async def wait_for(self, what: str, done: Callable[[], bool], within: float = 120) -> None:
+        """Until `done()`, re-checked whenever something arrives (generous: a browser shares 2 busy cores)."""
+        try:
+            async with asyncio.timeout(within):
+                while not done():
+                    self.changed.clear()
+                    await self.changed.wait()
+        except builtins.TimeoutError as exc:  # not Playwright's TimeoutError, which this module imports
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}; heard {self.heard}") from exc
+
+    async def publish(self) -> str:
+        """A new silent track in place of the current one (if any); its sid."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+            await self.room.local_participant.unpublish_track(self.track_sid)
+        source = rtc.AudioSource(FAKE_RATE, 1)
+        track = rtc.LocalAudioTrack.create_audio_track("standin-voice", source)
+        # no DTX: every silent frame goes out as a packet, as speech would
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=False)
+        publication = await self.room.local_participant.publish_track(track, options)
+        self._feeder = asyncio.create_task(self._feed(source))
+        self.track_sid = publication.sid
+        return self.track_sid
+
+    @staticmethod
+    async def _feed(source: rtc.AudioSource) -> None:
+        """Silence, one frame at a time: `capture_frame` waits while the source's buffer is full (real time)."""
+        samples = FAKE_RATE * FRAME_MS // 1000
+        frame = rtc.AudioFrame(bytes(samples * 2), FAKE_RATE, 1, samples)
+        try:
+            while True:
+                await source.capture_frame(frame)
+        finally:
+            await source.aclose()
+
+    async def leave(self) -> None:
+        if self._feeder is not None:
+            self._feeder.cancel()
+        await self.room.disconnect()
+
+
+async def test_the_page_tells_the_worker_once_per_track_when_its_first_audio_arrives(
+    lk_server: ServerProcess, lk_room: str, browser: Browser, tmp_path: Path
+) -> None:
+    env = service_env(tmp_path, lk_server.url, lk_server.api_key, lk_server.api_secret, lk_room)
+    process, service = await start_web(env, tmp_path)
+    standin = await StandInSpeaker.join(lk_server, lk_room)
+    bystander = rtc.Room()  # another participant: the acknowledgements are the worker's business only
+    bystander_heard: list[rtc.DataPacket] = []
+    bystander.on("data_received", lambda p: bystander_heard.append(p) if p.topic == TOPIC_TRACK_HEARD else None)
+    page: Page | None = None
+    console: list[str] = []
+    try:
+        await bystander.connect(lk_server.url, lk_server.token("bystander", lk_room))
+        first = await standin.publish()
+        code, out, err = await run_cli(service, "link", "--json")
+        assert code == 0, err
+        page = await open_link(browser, json.loads(out)["url"], console)  # no real worker needed to join
+        await standin.wait_for("the page to join", lambda: any(
+            p.identity.startswith("user-") for p in standin.room.remote_participants.values()))
+        device = next(p.identity for p in standin.room.remote_participants.values() if p.identity.startswith("user-"))
+
+        await standin.wait_for("the first track's acknowledgement", lambda: bool(standin.heard))
+        assert standin.heard == [(first, device)]
+
+        # the worker takes its track away and speaks again on a new one: the page acknowledges the new track too
+        second = await standin.publish()
+        assert second != first
+        await standin.wait_for("the second track's acknowledgement", lambda: len(standin.heard) >= 2)
+
+        # a chat message from the page comes after everything it sent before on the same ordered reliable channel:
+        # once it is here, any duplicate acknowledgement sent so far would be here too
+        await page.fill("#message", "after the acknowledgements")
+        await page.click("#chat button[type=submit]")
+        await standin.wait_for("the page's chat message", lambda: bool(standin.chats))
+        assert standin.chats == [(device, "after the acknowledgements")]
+        assert standin.heard == [(first, device), (second, device)]  # each track once, in order, from the page
+        assert bystander_heard == []
+        assert not [line for line in console if "track-heard failed" in line], console
+    except BaseException:
+        if page is not None:
+            await screenshot(page, "track-heard-failed.png")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "track-heard-failed-console.txt").write_text("\n".join(console))
+        raise
+    finally:
+        await standin.leave()
+        await bystander.disconnect()
         await stop(process)

@@ -240,7 +240,8 @@ class Room:
         kind: models.DataPacket.Kind.ValueType,
         packet: models.DataPacket,
     ) -> None:
-        """Deliver a data packet to its destination identities (everybody else when none).
+        """Deliver a data packet to its destination identities (everybody else when none): the packet's own, else its
+        user packet's (identities or sids), as livekit-server reads them.
 
         livekit-server's rules (pkg/rtc/participant.go): the sender's identity is stamped on every packet, except
         on a text stream's header that an agent sends on behalf of another participant (a user's transcript:
@@ -256,10 +257,16 @@ class Room:
                 packet.user.participant_identity = sender.identity
                 packet.user.participant_sid = sender.sid
         wanted = set(packet.destination_identities)
+        addressed = bool(wanted)
+        if not addressed and packet.HasField("user"):  # the legacy fields, which livekit-client's publishData fills
+            user = packet.user
+            addressed = bool(user.destination_identities or user.destination_sids)
+            wanted = set(user.destination_identities)
+            wanted |= {p.identity for p in self.participants.values() if p.sid in user.destination_sids}
         _log_rpc(sender, packet)
         payload = packet.SerializeToString()
         for p in self.others(sender):
-            if not wanted or p.identity in wanted:
+            if not addressed or p.identity in wanted:
                 p.link.send_data(kind, payload)
 
     # -- lifetime ---------------------------------------------------------------------------
