@@ -159,11 +159,14 @@
   function ackWhenHeard(r, heard, track, publication, participant) {
     const sid = publication.trackSid;
     if (!participant.identity.startsWith(AGENT_PREFIX) || heard.has(sid)) return;
-    heard.add(sid);
-    if (heard.size > 100) heard.delete(heard.values().next().value);
-    const send = () => r.localParticipant.publishData(new TextEncoder().encode(JSON.stringify({ track_sid: sid })), {
-      reliable: true, topic: TRACK_HEARD, destinationIdentities: [participant.identity],
-    }).catch((e) => console.warn("track-heard failed", e));
+    const send = () => {
+      if (heard.has(sid)) return;
+      heard.add(sid);
+      if (heard.size > 100) heard.delete(heard.values().next().value);
+      r.localParticipant.publishData(new TextEncoder().encode(JSON.stringify({ track_sid: sid })), {
+        reliable: true, topic: TRACK_HEARD, destinationIdentities: [participant.identity],
+      }).catch((e) => console.warn("track-heard failed", e));
+    };
     const media = track.mediaStreamTrack;
     if (!media.muted) send();
     else media.addEventListener("unmute", send, { once: true });
