@@ -167,6 +167,14 @@ class Settings(BaseSettings):
         description="How the worker runs each room's job: process = one job process per room (isolated, uses every "
         "core), thread = every room in a thread of the worker process (far less memory per room, one GIL).",
     )
+    agent_track_idle: float = Field(
+        120.0,
+        ge=0,
+        description="Seconds the worker keeps publishing its audio track while quiet; after that it takes the track "
+        "away (no encoding of silence: about 4 % of a core per room) and brings it back for the next speech, whose "
+        "first word then comes about a second later. Only in rooms where a listener tells when it hears the track "
+        "(the web page does). 0: never take it away.",
+    )
     room_idle_timeout: float = Field(
         600.0,
         ge=0,

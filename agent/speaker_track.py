@@ -5,19 +5,20 @@ core per room on the 2-core test machine (docs/performance.md), while muting the
 still encodes). `SpeakerTrack` unpublishes the agent's track once it has been quiet for `IDLE_SECONDS`, and
 publishes it again when the next speech is created (`speech_created`: `say()` for converse, the LLM's replies).
 While the track comes back the room output is paused, so TTS synthesis goes on but no audio is played into a
-track nobody has subscribed to yet: the first word is never lost; the wait (publishing plus the subscriber's
-subscription, bounded by `RESUBSCRIBE_WAIT`) overlaps the synthesis of the first sentence.
+track nobody hears yet; the wait overlaps the synthesis of the first sentence.
 
-NOT WIRED INTO THE WORKER: the first word after the track comes back is not reliably whole. The server reports the
-subscription before the subscriber can play the new track, and what arrives meanwhile is never heard. The output
-resumes only `LEAD_IN_SECONDS` after the subscription, the track carrying silence meanwhile: judged by
-`tests/e2e_livekit/test_livekit_audio_path.py` on the audio the user receives, that passed 5 of 5 runs at load 5–9
-but lost 80–300 ms of the first word in 2 of 4 runs at load 10–20 (docs/performance.md). A track is never
-taken away while a speech is under way or before anybody has subscribed to it (livekit's output still waits on
-that first subscription).
+When may the speech start? The server reports a subscription 250–800 ms before the subscriber can play the new
+track (measured), and what is sent meanwhile is never heard: a fixed lead-in after the subscription lost up to
+300 ms of the first word at load 10–20. So listeners say when a track's first audio reaches them
+(`agent.protocol.TOPIC_TRACK_HEARD`: the web page does, any client may). The track is taken away only while such a
+listener is in the room; when it comes back, the speech starts as soon as one of them has heard the new track
+(at most `RESUBSCRIBE_WAIT`). In a room without one, the track stays published, as livekit-agents leaves it: a
+client that cannot tell us when it hears costs its room the encoding of silence rather than a first word.
 
-It works on livekit-agents' RoomIO audio output (`room_io.audio_output`): the track is re-created over the same
-`rtc.AudioSource`, with the same name and publish options.
+A track is never taken away while a speech is under way or before anybody has subscribed to it (livekit's output
+still waits on that first subscription). It works on livekit-agents' RoomIO audio output
+(`room_io.audio_output`): the track is re-created over the same `rtc.AudioSource`, with the same name and publish
+options.
 """
 
 from __future__ import annotations
@@ -30,26 +31,41 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice.events import AgentStateChangedEvent, SpeechCreatedEvent
+from pydantic import ValidationError
+
+from .protocol import TOPIC_TRACK_HEARD, TrackHeard
 
 logger = logging.getLogger(__name__)
 
-IDLE_SECONDS = 15.0
-"""Quiet time after which the track is unpublished: the user's reply and the assistant's thinking between two
-converse calls usually fit in it, so only a room quiet for longer pays the track's return before its first word."""
+IDLE_SECONDS = 120.0
+"""Default quiet time after which the track goes (`VOICE_MCP_AGENT_TRACK_IDLE`). Its return costs the next first
+word about a second (the listener's ack, then `HEARD_LEAD_IN_SECONDS`), so the default keeps the track through
+the pauses of a conversation (an assistant thinking between two converse calls) and takes it from rooms left
+idle."""
 
 RESUBSCRIBE_WAIT = 5.0
-"""At most this long the output waits for the re-published track's subscriber before it plays anyway."""
+"""At most this long the output waits for a listener to hear the re-published track before it plays anyway."""
 
 LEAD_IN_SECONDS = 0.5
-"""Silence the re-published track carries before the speech. The server reports the subscription before the
-subscriber can play the new track: its stream existed 250–320 ms later in the end-to-end test at load 6–9, and
-600–700 ms later with the whole test squeezed into half a core; whatever arrives before that is never heard.
-The wait overlaps the synthesis of the first sentence (docs/performance.md, rows `first_audio_room_*_after_quiet`)."""
+"""Only when no listener in the room tells when it hears (it left while the track was away): silence the returned
+track carries after the subscription before the speech (the subscriber's stream existed 250–320 ms after the
+server's report at load 6–9, up to 800 ms under heavy load)."""
+
+HEARD_LEAD_IN_SECONDS = 1.0
+"""Silence after a listener heard the returned track, before the speech. The listener's playout of a new stream is
+still settling after its first audio: measured on the audio the e2e user received, speech that started 0.25 or
+0.5 s after the ack lost 30–60 ms of its first word in 3 of 5 runs, 1.0 s after it none in 2 (the track that stays
+published: 0–10 ms)."""
+
+MAX_HEARD_TRACKS = 64
+"""Track sids remembered as heard (one per return of the track): the oldest are forgotten beyond that."""
 
 
 class SpeakerTrack:
-    def __init__(self, session: AgentSession, room: rtc.Room, output: Any) -> None:
-        """`output`: RoomIO's `audio_output` (with transcription sync on, a wrapper around the track's output)."""
+    def __init__(self, session: AgentSession, room: rtc.Room, output: Any, *, idle: float = IDLE_SECONDS) -> None:
+        """`output`: RoomIO's `audio_output` (with transcription sync on, a wrapper around the track's output);
+        `idle`: quiet seconds before the track goes (0: never)."""
+        self._idle = idle
         self._session = session
         self._room = room
         self._output = output  # paused and resumed through the public chain (the wrapper passes it on)
@@ -60,17 +76,25 @@ class SpeakerTrack:
         self._unpublished = False
         self._speeches = 0  # speech_created events so far: an unpublish decided before the latest one is void
         self._closed = False
-        self.republish_seconds: list[float] = []  # how long each return took (publish + subscription)
+        self._listeners: set[str] = set()
+        """Identities in the room that said they heard one of our tracks (`TOPIC_TRACK_HEARD`)."""
+        self._heard: dict[str, asyncio.Future[str]] = {}
+        """Track sid → resolved with the identity of the first listener that heard it."""
+        self.republish_seconds: list[float] = []  # how long each return took (publish until the speech may start)
 
     def start(self) -> None:
         self._session.on("agent_state_changed", self._on_state)
         self._session.on("speech_created", self._on_speech)
+        self._room.on("data_received", self._on_data)
+        self._room.on("participant_disconnected", self._on_participant_gone)
         self._arm()
 
     async def aclose(self) -> None:
         self._closed = True
         self._session.off("agent_state_changed", self._on_state)
         self._session.off("speech_created", self._on_speech)
+        self._room.off("data_received", self._on_data)
+        self._room.off("participant_disconnected", self._on_participant_gone)
         self._disarm()
         for task in list(self._tasks):
             task.cancel()
@@ -94,11 +118,43 @@ class SpeakerTrack:
             self._output.pause()  # synthesis goes on; nothing plays until the track is back
             self._spawn(self._publish_again())
 
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != TOPIC_TRACK_HEARD or packet.participant is None:
+            return
+        try:
+            heard = TrackHeard.model_validate_json(packet.data)
+        except ValidationError:
+            logger.warning("ignored a malformed %s packet from %s", TOPIC_TRACK_HEARD, packet.participant.identity)
+            return
+        identity = packet.participant.identity
+        if identity not in self._listeners:
+            logger.info("%s tells when it hears the agent's track: the track may go while the agent is quiet", identity)
+        self._listeners.add(identity)
+        future = self._heard_future(heard.track_sid)
+        if not future.done():
+            future.set_result(identity)
+
+    def _on_participant_gone(self, participant: rtc.RemoteParticipant) -> None:
+        self._listeners.discard(participant.identity)
+
+    def _heard_future(self, sid: str) -> asyncio.Future[str]:
+        future = self._heard.get(sid)
+        if future is None:
+            while len(self._heard) >= MAX_HEARD_TRACKS:
+                oldest = next(iter(self._heard))
+                self._heard.pop(oldest).cancel()
+            future = self._heard[sid] = asyncio.get_running_loop().create_future()
+        return future
+
+    def _listener_present(self) -> bool:
+        present = {p.identity for p in self._room.remote_participants.values()}
+        return bool(self._listeners & present)
+
     # --- publishing ---------------------------------------------------------------------------------------------
     def _arm(self) -> None:
         self._disarm()
-        if not self._closed and not self._unpublished:
-            self._idle_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._on_idle)
+        if not self._closed and not self._unpublished and self._idle > 0:
+            self._idle_timer = asyncio.get_running_loop().call_later(self._idle, self._on_idle)
 
     def _disarm(self) -> None:
         if self._idle_timer is not None:
@@ -114,6 +170,9 @@ class SpeakerTrack:
             # nobody has subscribed yet: livekit's output still waits on this publication's first subscription,
             # and a track taken away now would leave that wait (and the room's audio) hanging for good
             self._arm()
+            return
+        if not self._listener_present():
+            self._arm()  # nobody here could tell us when the track is back: it stays (checked again later)
             return
         self._spawn(self._unpublish(self._speeches))
 
@@ -141,20 +200,28 @@ class SpeakerTrack:
                 publication = await self._room.local_participant.publish_track(track, output._publish_options)
                 output._publication = publication
                 self._unpublished = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(publication.wait_for_subscription(), RESUBSCRIBE_WAIT)
-                subscribed = loop.time() - started
-                await asyncio.sleep(LEAD_IN_SECONDS)  # the source sends silence meanwhile
+                if self._listener_present():
+                    await self._until_heard(publication.sid, started)
+                else:  # the listener left while the track was away: the old guess, subscription plus a lead-in
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(publication.wait_for_subscription(), RESUBSCRIBE_WAIT)
+                    await asyncio.sleep(LEAD_IN_SECONDS)  # the source sends silence meanwhile
                 self.republish_seconds.append(loop.time() - started)
-                logger.info(
-                    "agent audio track published again: subscribed after %.0f ms, speech after %.0f ms of lead-in",
-                    subscribed * 1000,
-                    LEAD_IN_SECONDS * 1000,
-                )
         except Exception:
             logger.exception("could not publish the agent's audio track again")
         finally:
             self._output.resume()
+
+    async def _until_heard(self, sid: str, started: float) -> None:
+        """Until a listener hears the track `sid` (its first audio is silence from the paused output)."""
+        try:
+            listener = await asyncio.wait_for(asyncio.shield(self._heard_future(sid)), RESUBSCRIBE_WAIT)
+        except TimeoutError:
+            logger.warning("no listener heard the agent's returned track within %.0f s; speaking", RESUBSCRIBE_WAIT)
+        else:
+            elapsed = asyncio.get_running_loop().time() - started
+            logger.info("agent audio track published again: %s hears it after %.0f ms", listener, elapsed * 1000)
+            await asyncio.sleep(HEARD_LEAD_IN_SECONDS)
 
     def _publication(self) -> rtc.LocalTrackPublication | None:
         publication = getattr(self._track_output, "_publication", None)

@@ -39,6 +39,7 @@ from .protocol import (
     Utterance,
 )
 from .room_session import PAUSE_MS, RoomSession, build_room_session
+from .speaker_track import SpeakerTrack
 from .speech import build_stt, build_tts, build_vad, provider_label
 from .stream_inbox import StreamInbox
 from .turn_taking import load_turn_model
@@ -221,6 +222,10 @@ async def _join_room(ctx: JobContext, parts: JobParts, service: ConverseService)
         record=False,
     )
     UserLinker(room, session, bridge_identity=parts.settings.bridge_identity).start()
+    # no encoding of silence in a room left quiet, where a listener can tell us when the track is back
+    speaker = SpeakerTrack(session, room, session.room_io.audio_output, idle=parts.settings.agent_track_idle)
+    speaker.start()
+    ctx.add_shutdown_callback(speaker.aclose)
     register_rpc(room, service, inbox)
     register_page_controls(room, session)
 

@@ -27,6 +27,7 @@ import numpy as np
 from livekit import rtc
 
 from agent.speech.audio import resample_int16
+from tests.e2e_livekit.harness import tell_heard, worker_audio
 
 from .speech import REPLY_TEXTS, Speech
 
@@ -86,8 +87,30 @@ def _voiced_end(samples: np.ndarray) -> int:
     return (loud[-1] + STEP) if loud else samples.size
 
 
+async def _tell_when_heard(room: rtc.Room, track: rtc.Track, sid: str, worker: str) -> None:
+    """As the web page does: tell the worker when its track's first audio arrives (it may then take the track
+    away while quiet, as in real use), then stop decoding it (the users' own CPU is not what is measured)."""
+    stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
+    try:
+        async for _ in stream:
+            await tell_heard(room, worker, sid)
+            break
+    finally:
+        await stream.aclose()
+
+
 async def _run(user: User, url: str, token: str, replies: list[np.ndarray], offset: int) -> None:
     user.room.register_text_stream_handler("lk.transcription", user.on_text)
+
+    def on_track(track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
+        if worker_audio(track, participant):
+            task = asyncio.get_running_loop().create_task(
+                _tell_when_heard(user.room, track, publication.sid, participant.identity)
+            )
+            user.tasks.add(task)
+            task.add_done_callback(user.tasks.discard)
+
+    user.room.on("track_subscribed", on_track)
     await user.room.connect(url, token)
     source = rtc.AudioSource(RATE, 1)
     track = rtc.LocalAudioTrack.create_audio_track("microphone", source)

@@ -11,9 +11,9 @@ Two phases, each with its own server, worker and users:
   worker, its forkserver and job processes: every descendant, read from /proc with psutil) is sampled over a
   window: CPU in percent of one core, and memory (PSS, so pages the forked job processes share are counted once).
   Per room = (tree at N rooms − tree with no room) / N. Idle rooms are measured once they have been quiet for
-  more than `agent.speaker_track.IDLE_SECONDS` (the agent's track gone), and every idle row also splits the
-  window's CPU by process (worker, forkserver, job; the spare job process livekit keeps warm is in the baseline
-  too) and by thread name, from /proc/PID/task.
+  more than `TRACK_IDLE` (the agent's track gone: its users tell the worker when they hear it, as the page does),
+  and every idle row also splits the window's CPU by process (worker, forkserver, job; the spare job process
+  livekit keeps warm is in the baseline too) and by thread name, from /proc/PID/task.
 - **talking**: N rooms whose user speaks a reply every few seconds (STT and, for the transcription, the whole
   turn path run). Per step: the worker tree's CPU and memory as above, and end of speech → text per room (the
   user's reply ends → the worker's final transcription of it arrives in the room; see `bench.capacity_users`).
@@ -43,7 +43,6 @@ from typing import Any, Literal
 
 from livekit import api
 
-from agent.speaker_track import IDLE_SECONDS
 from tests.e2e_livekit.harness import REPO, ServerProcess, WorkerProcess, start_server
 
 from .capacity import _Child
@@ -52,6 +51,9 @@ from .harness import Measurement
 SLACK_MS = 100.0
 SETTLE = 4.0
 Phase = Literal["idle", "talking"]
+TRACK_IDLE = 15
+"""Quiet seconds after which the bench's worker takes its audio track away (`VOICE_MCP_AGENT_TRACK_IDLE`; the
+default is 120 s): idle rows are measured past it, in the steady state of a room left idle."""
 Executor = Literal["process", "thread"]
 WORKER_PREFIX = "voice-mcp-agent-"
 
@@ -87,6 +89,7 @@ def start_bench_worker(
         VOICE_MCP_TTS="piper",
         VOICE_MCP_STT="faster-whisper",
         VOICE_MCP_JOB_EXECUTOR=_executor(),
+        VOICE_MCP_AGENT_TRACK_IDLE=str(TRACK_IDLE),
         PYTHONUNBUFFERED="1",
         PYTHONPATH=str(root),
     )
@@ -273,7 +276,7 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
                 await _dispatch(server, name)
                 rooms += 1
             # idle rooms are measured in their steady state: past the quiet time after which the agent's track goes
-            await asyncio.sleep(SETTLE + (IDLE_SECONDS if phase == "idle" else 0.0))
+            await asyncio.sleep(SETTLE + (TRACK_IDLE if phase == "idle" else 0.0))
             check_executor(meter, executor, rooms)
             row: dict[str, Any] = {
                 "rooms": rooms,

@@ -8,7 +8,7 @@ the worker's audio and records the arrival time of every frame), all from `tests
   (worker Piper TTS → room → subscribed participant); `first_audio_room_worker` is the worker's own
   `first_audio_ms` (its `say()` → the agent state turning `speaking`, i.e. the first frame played into the room).
 - (b) `first_audio_room_participant_after_quiet`, `first_audio_room_worker_after_quiet`: the same after more than
-  `SpeakerTrack.IDLE_SECONDS` of quiet, when the worker's audio track has been unpublished and must come back
+  `capacity_worker.TRACK_IDLE` (15 s) of quiet, when the worker's audio track has been unpublished and must come back
   (publish, the user's subscription) before the first word plays.
 - (a) `eos_to_return_room_Ns`: the user (a room participant) answers a converse call with a Piper reply of about
   N seconds, as in the local part: converse returned − the moment the reply's last voiced sample left the user's
@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 from livekit import rtc
 
-from agent.speaker_track import IDLE_SECONDS
 from agent.speech.audio import resample_int16
 from mcp_bridge.converse_types import ConverseRequest, ListenOptions, ProviderError, Stage
 from mcp_bridge.livekit import LiveKitTransport
@@ -40,6 +39,7 @@ from mcp_bridge.livekit.workers import ping
 from tests.e2e_livekit.fast_tts import FastTTSServer
 from tests.e2e_livekit.harness import ServerProcess, TestUser, WorkerProcess, start_server, start_worker
 
+from .capacity_worker import TRACK_IDLE
 from .harness import Measurement
 from .settings import bench_settings
 from .speech import REPLY_TEXTS, Reply, Speech, wer
@@ -88,14 +88,14 @@ def _transport(server: ServerProcess, room: str, agent_name: str) -> LiveKitTran
 
 
 async def _first_audio(server: ServerProcess, iterations: int, *, quiet: float = 0.5) -> list[Measurement]:
-    """`quiet`: seconds without speech before each call (past `SpeakerTrack.IDLE_SECONDS` the worker's track is
-    unpublished and has to come back first)."""
+    """`quiet`: seconds without speech before each call (past `TRACK_IDLE` the worker's track is unpublished and
+    has to come back first: the bench user tells the worker when it hears it, as the page does)."""
     room = f"bench-{uuid.uuid4().hex[:8]}"
     user = await TestUser.join(server, room, identity="bench-user")
     transport = _transport(server, room, "voice-mcp")
     participant: list[float | None] = []
     worker: list[float | None] = []
-    suffix = "" if quiet < IDLE_SECONDS else "_after_quiet"
+    suffix = "" if quiet < TRACK_IDLE else "_after_quiet"
     try:
         await _warm_up(transport)
         for _ in range(iterations):
@@ -262,7 +262,7 @@ async def run_room(speech: Speech, *, iterations: int, out: Path) -> list[Measur
     try:
         async with FastTTSServer() as stub:
             starting = [
-                asyncio.to_thread(start_worker, server, logs),
+                asyncio.to_thread(start_worker, server, logs, {"VOICE_MCP_AGENT_TRACK_IDLE": str(TRACK_IDLE)}),
                 asyncio.to_thread(
                     start_worker,
                     server,
@@ -275,7 +275,7 @@ async def run_room(speech: Speech, *, iterations: int, out: Path) -> list[Measur
                     raise started
                 workers.append(started)
             rows = await _first_audio(server, iterations)
-            rows += await _first_audio(server, max(iterations // 2, 1), quiet=IDLE_SECONDS + 2.0)
+            rows += await _first_audio(server, max(iterations // 2, 1), quiet=TRACK_IDLE + 2.0)
             rows += await _eos_to_return(server, speech, max(iterations // 2, 1))
             rows += await _round_trip(server, iterations)
     finally:

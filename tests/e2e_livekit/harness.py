@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from livekit import api, rtc
 
+from agent.protocol import TOPIC_TRACK_HEARD, WORKER_IDENTITY_PREFIX, TrackHeard
+
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "devkey"
 API_SECRET = "voice-mcp-e2e-secret-long-enough-for-hs256"
@@ -228,6 +230,21 @@ class Heard:
         return samples[max(loud[0] - frame * 20, 0) : loud[-1] + frame * 40]
 
 
+def worker_audio(track: rtc.Track, participant: rtc.RemoteParticipant) -> bool:
+    """`track` is an audio track of a voice-mcp worker (one a listener tells the worker it hears)."""
+    return track.kind == rtc.TrackKind.KIND_AUDIO and participant.identity.startswith(WORKER_IDENTITY_PREFIX)
+
+
+async def tell_heard(room: rtc.Room, worker: str, track_sid: str) -> None:
+    """Tell `worker` its track `track_sid` is heard here (`agent.protocol.TOPIC_TRACK_HEARD`, as the web page does)."""
+    await room.local_participant.publish_data(
+        TrackHeard(track_sid=track_sid).model_dump_json(),
+        reliable=True,
+        destination_identities=[worker],
+        topic=TOPIC_TRACK_HEARD,
+    )
+
+
 class TestUser:
     """A person in the room: hears the worker's audio track, reads transcriptions, speaks audio frames."""
 
@@ -242,6 +259,8 @@ class TestUser:
         self._source = rtc.AudioSource(USER_RATE, 1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: dict[str, rtc.AudioStream] = {}
+        self.told_heard: list[str] = []
+        """Sids of the worker's tracks this user told the worker it hears (`TOPIC_TRACK_HEARD`), in order."""
 
     @classmethod
     async def join(cls, server: ServerProcess, room_name: str, identity: str = "alice") -> TestUser:
@@ -268,7 +287,8 @@ class TestUser:
         if track.kind == rtc.TrackKind.KIND_AUDIO:
             stream = rtc.AudioStream(track, sample_rate=USER_RATE, num_channels=1)
             self._streams[publication.sid] = stream
-            self._spawn(self._record(stream))
+            tell = participant.identity if worker_audio(track, participant) else None
+            self._spawn(self._record(stream, publication.sid, tell))
 
     def _on_track_gone(
         self, track: rtc.Track, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
@@ -279,10 +299,14 @@ class TestUser:
         if stream is not None:
             self._spawn(stream.aclose())
 
-    async def _record(self, stream: rtc.AudioStream) -> None:
+    async def _record(self, stream: rtc.AudioStream, sid: str, worker: str | None) -> None:
         async for event in stream:
             data = np.frombuffer(event.frame.data, dtype=np.int16).copy()
             self.heard.chunks.append((time.monotonic(), data))
+            if worker is not None:  # as the web page does: the worker's track is heard from now on
+                await tell_heard(self.room, worker, sid)
+                self.told_heard.append(sid)
+                worker = None
 
     def _on_transcription(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
         async def read() -> None:
