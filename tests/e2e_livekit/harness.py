@@ -181,10 +181,11 @@ async def publisher_hears_of_subscriptions(server: ServerProcess, within: float 
     """
     room = f"probe-{os.getpid()}-{time.monotonic_ns()}"
     publisher, subscriber = rtc.Room(), rtc.Room()
+    source = rtc.AudioSource(USER_RATE, 1)
+    feeder: asyncio.Task[None] | None = None
     try:
         await publisher.connect(server.url, server.token("probe-publisher", room))
         await subscriber.connect(server.url, server.token("probe-subscriber", room))
-        source = rtc.AudioSource(USER_RATE, 1)
         track = rtc.LocalAudioTrack.create_audio_track("probe", source)
         publication = await publisher.local_participant.publish_track(track, rtc.TrackPublishOptions())
         silence = np.zeros(USER_RATE // 100, dtype=np.int16)
@@ -199,9 +200,15 @@ async def publisher_hears_of_subscriptions(server: ServerProcess, within: float 
             return True
         except TimeoutError:
             return False
-        finally:
-            feeder.cancel()
     finally:
+        # the feeder stopped and the source closed before the rooms go: a helper once saw a session hang here
+        # with the source's capture thread spinning after its room had closed
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(feeder, 10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(source.aclose(), 10)
         for r in (publisher, subscriber):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(r.disconnect(), 10)
