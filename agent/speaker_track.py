@@ -1,24 +1,26 @@
 """The agent's audio track is published only while the agent has something to say.
 
-A published WebRTC audio track keeps capturing and Opus-encoding silence between utterances: about 4 % of a
+A published WebRTC audio track keeps capturing and Opus-encoding silence between utterances: about 3–4 % of a
 core per room on the 2-core test machine (docs/performance.md), while muting the track saves nothing (libwebrtc
-still encodes). `SpeakerTrack` unpublishes the agent's track once it has been quiet for `IDLE_SECONDS`, and
-publishes it again when the next speech is created (`speech_created`: `say()` for converse, the LLM's replies).
-While the track comes back the room output is paused, so TTS synthesis goes on but no audio is played into a
-track nobody hears yet; the wait overlaps the synthesis of the first sentence.
+still encodes). `SpeakerTrack` unpublishes the agent's track once it has been quiet for `idle` seconds
+(`VOICE_MCP_AGENT_TRACK_IDLE`), and publishes it again when the next speech is created (`speech_created`: `say()`
+for converse, the LLM's replies). Synthesis goes on meanwhile; the speech's audio waits at a gate in front of the
+track's output until the track is heard again.
 
 When may the speech start? The server reports a subscription 250–800 ms before the subscriber can play the new
-track (measured), and what is sent meanwhile is never heard: a fixed lead-in after the subscription lost up to
-300 ms of the first word at load 10–20. So listeners say when a track's first audio reaches them
-(`agent.protocol.TOPIC_TRACK_HEARD`: the web page does, any client may). The track is taken away only while such a
-listener is in the room; when it comes back, the speech starts as soon as one of them has heard the new track
-(at most `RESUBSCRIBE_WAIT`). In a room without one, the track stays published, as livekit-agents leaves it: a
-client that cannot tell us when it hears costs its room the encoding of silence rather than a first word.
+track (measured), and audio sent before that is never heard. So listeners say when a track's first audio reaches
+them (`agent.protocol.TOPIC_TRACK_HEARD`: the web page does, any client may); the returned track carries silence
+(an idle source sends nothing, so nothing would reach the listener to hear), and the speech starts
+`HEARD_LEAD_IN_SECONDS` after a listener heard it (at most `RESUBSCRIBE_WAIT`). The track is taken away only while
+such a listener is in the room: in a room without one it stays published, as livekit-agents leaves it, and a client
+that cannot tell us when it hears costs its room the encoding of silence rather than a first word.
 
-A track is never taken away while a speech is under way or before anybody has subscribed to it (livekit's output
-still waits on that first subscription). It works on livekit-agents' RoomIO audio output
-(`room_io.audio_output`): the track is re-created over the same `rtc.AudioSource`, with the same name and publish
-options.
+The gate is the track output's own `capture_frame`, wrapped: pausing livekit's output holds nothing, because
+livekit resumes it before it forwards each speech (`AgentActivity._reconcile_playout_pause`): that is why the first
+word was clipped whenever the synthesis was faster than the track's return. A track is never taken away while a
+speech is under way or before anybody has subscribed to it (livekit's output still waits on that first
+subscription). It works on livekit-agents' RoomIO audio output (`room_io.audio_output`): the track is re-created
+over the same `rtc.AudioSource`, with the same name and publish options.
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ from .protocol import TOPIC_TRACK_HEARD, TrackHeard
 logger = logging.getLogger(__name__)
 
 IDLE_SECONDS = 120.0
-"""Default quiet time after which the track goes (`VOICE_MCP_AGENT_TRACK_IDLE`). Its return costs the next first
-word about a second (the listener's ack, then `HEARD_LEAD_IN_SECONDS`), so the default keeps the track through
-the pauses of a conversation (an assistant thinking between two converse calls) and takes it from rooms left
-idle."""
+"""Default quiet time after which the track goes (`VOICE_MCP_AGENT_TRACK_IDLE`). Its return delays the next first
+word by about half a second (publishing, the listener's word, `HEARD_LEAD_IN_SECONDS`, less the synthesis it
+overlaps), so the default keeps the track through the pauses of a conversation (an assistant thinking between two
+converse calls) and takes it from rooms left idle."""
 
 RESUBSCRIBE_WAIT = 5.0
 """At most this long the output waits for a listener to hear the re-published track before it plays anyway."""
@@ -51,11 +53,9 @@ LEAD_IN_SECONDS = 0.5
 track carries after the subscription before the speech (the subscriber's stream existed 250–320 ms after the
 server's report at load 6–9, up to 800 ms under heavy load)."""
 
-HEARD_LEAD_IN_SECONDS = 1.0
-"""Silence after a listener heard the returned track, before the speech. The listener's playout of a new stream is
-still settling after its first audio: measured on the audio the e2e user received, speech that started 0.25 or
-0.5 s after the ack lost 30–60 ms of its first word in 3 of 5 runs, 1.0 s after it none in 2 (the track that stays
-published: 0–10 ms)."""
+HEARD_LEAD_IN_SECONDS = 0.1
+"""Silence after a listener heard the returned track, before the speech: a margin for the listener's playout of a
+stream that has just started (the e2e test heard the whole first word in 6 of 6 runs with it, at load 1–6)."""
 
 MAX_HEARD_TRACKS = 64
 """Track sids remembered as heard (one per return of the track): the oldest are forgotten beyond that."""
@@ -68,12 +68,13 @@ class SpeakerTrack:
         self._idle = idle
         self._session = session
         self._room = room
-        self._output = output  # paused and resumed through the public chain (the wrapper passes it on)
         self._track_output = _track_output(output)  # livekit's _ParticipantAudioOutput: source, publication
         self._lock = asyncio.Lock()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unpublished = False
+        self._gate: asyncio.Future[None] | None = None
+        """While the track is away: resolved once the speech may go out (`_gated_capture` waits on it)."""
         self._speeches = 0  # speech_created events so far: an unpublish decided before the latest one is void
         self._closed = False
         self._listeners: set[str] = set()
@@ -83,6 +84,17 @@ class SpeakerTrack:
         self.republish_seconds: list[float] = []  # how long each return took (publish until the speech may start)
 
     def start(self) -> None:
+        output = self._track_output
+        ungated = output.capture_frame
+
+        async def _gated_capture(frame: rtc.AudioFrame) -> None:
+            # every frame of a speech waits here while the track is away or coming back; shielded, so a speech
+            # interrupted while it waits leaves the gate to the next one
+            if self._gate is not None and not self._gate.done():
+                await asyncio.shield(self._gate)
+            await ungated(frame)
+
+        output.capture_frame = _gated_capture  # the instance's own: livekit's output stays as it is otherwise
         self._session.on("agent_state_changed", self._on_state)
         self._session.on("speech_created", self._on_speech)
         self._room.on("data_received", self._on_data)
@@ -91,6 +103,8 @@ class SpeakerTrack:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._open_gate()  # nothing waits on a track that will not come back
+        self._track_output.__dict__.pop("capture_frame", None)  # livekit's own again
         self._session.off("agent_state_changed", self._on_state)
         self._session.off("speech_created", self._on_speech)
         self._room.off("data_received", self._on_data)
@@ -115,8 +129,7 @@ class SpeakerTrack:
         self._speeches += 1
         self._disarm()
         if self._unpublished or self._lock.locked():  # gone, or an unpublish is under way
-            self._output.pause()  # synthesis goes on; nothing plays until the track is back
-            self._spawn(self._publish_again())
+            self._spawn(self._publish_again())  # synthesis goes on; the gate holds its audio until the track is back
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
         if packet.topic != TOPIC_TRACK_HEARD or packet.participant is None:
@@ -184,7 +197,14 @@ class SpeakerTrack:
                 return
             if self._unpublished or publication is None or self._speeches != speeches:
                 return
-            await self._room.local_participant.unpublish_track(publication.sid)
+            # close the gate first (`_gated_capture`). Pausing the output is no gate: livekit resumes it before it
+            # forwards each speech (AgentActivity._reconcile_playout_pause), so the speech went out at once
+            self._gate = asyncio.get_running_loop().create_future()
+            try:
+                await self._room.local_participant.unpublish_track(publication.sid)
+            except BaseException:
+                self._open_gate()
+                raise
             self._unpublished = True
             logger.debug("agent audio track unpublished while quiet")
 
@@ -196,24 +216,37 @@ class SpeakerTrack:
                 if not self._unpublished:
                     return
                 output = self._track_output
-                track = rtc.LocalAudioTrack.create_audio_track(output._track_name, output._audio_source)
-                publication = await self._room.local_participant.publish_track(track, output._publish_options)
-                output._publication = publication
-                self._unpublished = False
-                if self._listener_present():
-                    await self._until_heard(publication.sid, started)
-                else:  # the listener left while the track was away: the old guess, subscription plus a lead-in
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(publication.wait_for_subscription(), RESUBSCRIBE_WAIT)
-                    await asyncio.sleep(LEAD_IN_SECONDS)  # the source sends silence meanwhile
+                source: rtc.AudioSource = output._audio_source
+                # an idle source sends nothing: the listener hears the new track (and says so) only once audio
+                # flows, so silence is fed until the speech may start
+                feeder = asyncio.get_running_loop().create_task(_feed_silence(source))
+                try:
+                    track = rtc.LocalAudioTrack.create_audio_track(output._track_name, source)
+                    publication = await self._room.local_participant.publish_track(track, output._publish_options)
+                    output._publication = publication
+                    self._unpublished = False
+                    if self._listener_present():
+                        await self._until_heard(publication.sid, started)
+                    else:  # the listener left while the track was away: the old guess, subscription plus a lead-in
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(publication.wait_for_subscription(), RESUBSCRIBE_WAIT)
+                        await asyncio.sleep(LEAD_IN_SECONDS)
+                finally:
+                    feeder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeder
                 self.republish_seconds.append(loop.time() - started)
         except Exception:
             logger.exception("could not publish the agent's audio track again")
         finally:
-            self._output.resume()
+            self._open_gate()
+
+    def _open_gate(self) -> None:
+        if self._gate is not None and not self._gate.done():
+            self._gate.set_result(None)
 
     async def _until_heard(self, sid: str, started: float) -> None:
-        """Until a listener hears the track `sid` (its first audio is silence from the paused output)."""
+        """Until a listener hears the track `sid` (its first audio is the silence `_feed_silence` captures)."""
         try:
             listener = await asyncio.wait_for(asyncio.shield(self._heard_future(sid)), RESUBSCRIBE_WAIT)
         except TimeoutError:
@@ -238,6 +271,18 @@ class SpeakerTrack:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("the agent's audio track could not be changed", exc_info=task.exception())
+
+
+SILENCE_FRAME_MS = 20
+
+
+async def _feed_silence(source: rtc.AudioSource) -> None:
+    """Capture silence into `source` in real time (about two frames queued at a time) until cancelled."""
+    samples = source.sample_rate * SILENCE_FRAME_MS // 1000
+    frame = rtc.AudioFrame(bytes(samples * 2 * source.num_channels), source.sample_rate, source.num_channels, samples)
+    while True:
+        await source.capture_frame(frame)
+        await asyncio.sleep(max(0.0, source.queued_duration - 2 * SILENCE_FRAME_MS / 1000))
 
 
 def _done(future: Any) -> bool:
