@@ -125,6 +125,10 @@ async def test_sound_server_killed_mid_reply_keeps_what_was_said_and_the_next_ca
         progress = Progress()
         call = asyncio.create_task(transport.converse(request, progress))
         await asyncio.wait_for(progress.reached(Stage.LISTENING).wait(), BOUND)
+        # the user answers after the listening cue, as in the other exchanges (0.5 s): a reply started on top of the
+        # chime lost its first words once in CI ("Send the report" heard as "I'm going to report"), which is not what
+        # this test is about (docs/local-loop.md: speech over the cues)
+        await asyncio.sleep(0.5)
         await asyncio.to_thread(doomed.play_into_mic, await speak_pcm(REPLY))
         result = await asyncio.wait_for(call, BOUND)
         assert result.heard_speech and wer(REPLY, result.text) <= 0.15, result.text
