@@ -78,10 +78,10 @@ class SpeakerTrack:
         self._speeches = 0  # speech_created events so far: an unpublish decided before the latest one is void
         self._closed = False
         self._listeners: set[str] = set()
-        """Identities in the room that said they heard one of our tracks (`TOPIC_TRACK_HEARD`)."""
+        """Identities in the room that said they heard one of our tracks (`TOPIC_TRACK_HEARD`); they leave it when
+        they leave the room."""
         self._heard: dict[str, asyncio.Future[str]] = {}
         """Track sid → resolved with the identity of the first listener that heard it."""
-        self.republish_seconds: list[float] = []  # how long each return took (publish until the speech may start)
 
     def start(self) -> None:
         output = self._track_output
@@ -160,8 +160,7 @@ class SpeakerTrack:
         return future
 
     def _listener_present(self) -> bool:
-        present = {p.identity for p in self._room.remote_participants.values()}
-        return bool(self._listeners & present)
+        return bool(self._listeners)
 
     # --- publishing ---------------------------------------------------------------------------------------------
     def _arm(self) -> None:
@@ -235,7 +234,6 @@ class SpeakerTrack:
                     feeder.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await feeder
-                self.republish_seconds.append(loop.time() - started)
         except Exception:
             logger.exception("could not publish the agent's audio track again")
         finally:
