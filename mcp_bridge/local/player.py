@@ -65,7 +65,6 @@ class Player(DeviceStream):
         self._running = False
         self.first_audio_at: float | None = None
         self.played_samples = 0
-        self.exchanges = 0
         """Exchanges this player (and its stream) has served."""
 
     def _create_stream(self, sd: Any) -> Any:
@@ -80,16 +79,11 @@ class Player(DeviceStream):
             finished_callback=self._finished,
         )
 
-    # --- the stream between exchanges ---------------------------------------------------------------------------
+    # --- the stream -----------------------------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         return self._running
-
-    @property
-    def healthy(self) -> bool:
-        """Open and never failed."""
-        return self._stream is not None and self._error is None and not self._closing
 
     def attach(self, echo: EchoCanceller | None) -> None:
         """Serve a new exchange (on the running event loop) with its own echo canceller (or none)."""
@@ -103,7 +97,6 @@ class Player(DeviceStream):
         self._loop = asyncio.get_running_loop()
         self.first_audio_at = None
         self.played_samples = 0
-        self.exchanges += 1
 
     @property
     def ready_to_play(self) -> bool:
@@ -254,7 +247,7 @@ class Player(DeviceStream):
                 self.first_audio_at = now + latency
         if finished:
             self._audible_until = now + latency + written / self.sample_rate
-        echo = self._echo  # one read: attach() may swap it between exchanges
+        echo = self._echo  # one read: attach() sets it from the event loop
         if echo is not None:
             try:
                 echo.set_output_delay(latency)
