@@ -19,19 +19,13 @@ from livekit.agents import APIConnectOptions, stt, vad
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
-from agent.protocol import Utterance
-from agent.room_session import build_room_session
-from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
-from agent.turn_taking import PAUSE_MS
-from agent.voice_agent import VoiceMcpAgent
+from agent.speech import FasterWhisperSTT, PiperTTS
 from tests.agent.test_room_turns import (
     AFTER_THE_PAUSE,
     BEFORE_THE_PAUSE,
     RATE,
-    FramesIn,
-    TurnCollector,
-    frames,
     heard,
+    run_worker_session,
     speech_16k,
     words,
 )
@@ -57,34 +51,6 @@ class HeldSTT(stt.STT):
         return event
 
 
-async def _one_session(
-    audio: np.ndarray, settings: object, recognizer: stt.STT, piper: PiperTTS, on_vad: object
-) -> list[Utterance]:
-    room_session = build_room_session(
-        settings,  # type: ignore[arg-type]
-        vad=build_vad(settings, silence_ms=PAUSE_MS),  # type: ignore[arg-type]
-        stt=recognizer,
-        tts=piper,
-        llm=None,
-    )
-    room_session.segments.subscribe(on_vad)  # type: ignore[arg-type]
-    service = TurnCollector()
-    audio_in = FramesIn()
-    session = room_session.session
-    session.input.audio = audio_in
-    agent = VoiceMcpAgent(service, llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
-    await session.start(agent, record=False)
-    try:
-        for frame in [*frames(audio), *frames(np.zeros(RATE * 3, dtype=np.int16))]:
-            audio_in.queue.put_nowait(frame)
-            await asyncio.sleep(frame.duration)  # real time: endpointing counts wall-clock silence
-        await asyncio.wait_for(service.committed.wait(), 120)
-        await asyncio.sleep(0)  # a second turn committed in the same breath would show here
-    finally:
-        await session.aclose()
-    return service.turns
-
-
 async def test_a_user_who_speaks_again_while_the_last_segment_is_transcribed_gets_one_whole_turn(
     whisper: FasterWhisperSTT, piper: PiperTTS
 ) -> None:
@@ -107,7 +73,7 @@ async def test_a_user_who_speaks_again_while_the_last_segment_is_transcribed_get
 
     settings = clean_settings(silence_ms=600, turn_detection="silence")
     recognizer = HeldSTT(whisper, release)
-    turns = await _one_session(audio, settings, recognizer, piper, on_vad)
+    turns = await run_worker_session(audio, settings, recognizer, piper, silence_after=3.0, on_vad=on_vad)
 
     assert release.is_set() and recognizer.calls >= 2
     assert len(turns) == 1, [t.text for t in turns]
@@ -130,7 +96,9 @@ async def test_the_silence_is_counted_from_the_real_end_of_speech_not_from_the_t
             asyncio.get_running_loop().call_later(0.8, release.set)  # Whisper "takes" 0.8 s more
 
     settings = clean_settings(silence_ms=1000, turn_detection="silence")
-    turns = await _one_session(audio, settings, HeldSTT(whisper, release), piper, on_vad)
+    turns = await run_worker_session(
+        audio, settings, HeldSTT(whisper, release), piper, silence_after=3.0, on_vad=on_vad
+    )
 
     assert len(turns) == 1 and {"sounds", "good"} <= set(words(turns[0].text)), [t.text for t in turns]
     stopped = turns[0].stopped_speaking_at

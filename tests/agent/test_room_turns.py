@@ -16,12 +16,13 @@ from livekit.agents import stt, vad
 from livekit.agents.voice import io
 from livekit.agents.voice.turn import _StreamingTurnDetector
 
+from agent.config import Settings
 from agent.protocol import Utterance
 from agent.room_session import build_room_session
 from agent.segment_stt import transcribe_segments
 from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
 from agent.speech.audio import resample_int16
-from agent.speech.vad_tap import TappedVAD
+from agent.speech.vad_tap import TappedVAD, VADListener
 from agent.turn_detector import AudioTurnDetector
 from agent.turn_taking import PAUSE_MS, RoomTurns, endpointing
 from agent.voice_agent import VoiceMcpAgent
@@ -191,6 +192,40 @@ class TurnCollector:
         return True
 
 
+async def run_worker_session(
+    audio: np.ndarray,
+    settings: Settings,
+    recognizer: stt.STT,
+    tts: PiperTTS,
+    *,
+    silence_after: float,
+    on_vad: VADListener | None = None,
+) -> list[Utterance]:
+    """The real worker session (`build_room_session`, `VoiceMcpAgent`) fed `audio`, then `silence_after` seconds of
+    silence, in real time (endpointing counts wall-clock silence); the turns it committed by the first commit.
+    `on_vad` sees every event of the session's VAD."""
+    room_session = build_room_session(
+        settings, vad=build_vad(settings, silence_ms=PAUSE_MS), stt=recognizer, tts=tts, llm=None
+    )
+    if on_vad is not None:
+        room_session.segments.subscribe(on_vad)
+    service = TurnCollector()
+    audio_in = FramesIn()
+    session = room_session.session
+    session.input.audio = audio_in
+    agent = VoiceMcpAgent(service, llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
+    await session.start(agent, record=False)
+    try:
+        for frame in [*frames(audio), *frames(np.zeros(int(RATE * silence_after), dtype=np.int16))]:
+            audio_in.queue.put_nowait(frame)
+            await asyncio.sleep(frame.duration)
+        await asyncio.wait_for(service.committed.wait(), 120)
+        await asyncio.sleep(0)  # a second turn committed in the same breath would show here
+    finally:
+        await session.aclose()
+    return service.turns
+
+
 async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply_with_a_pause(
     whisper: FasterWhisperSTT, piper: PiperTTS
 ) -> None:
@@ -200,27 +235,10 @@ async def test_the_worker_session_commits_one_turn_with_every_segment_of_a_reply
     second = await speech_16k(piper, "Thursday afternoon instead.")
     pause = np.zeros(int(RATE * 1.5), dtype=np.int16)
     audio = np.concatenate([np.zeros(RATE // 2, dtype=np.int16), first, pause, second])
-    silence = frames(np.zeros(RATE * 4, dtype=np.int16))
 
     settings = clean_settings(silence_ms=2500, turn_detection="silence")
-    room_session = build_room_session(
-        settings, vad=build_vad(settings, silence_ms=PAUSE_MS), stt=whisper, tts=piper, llm=None
-    )
-    service = TurnCollector()
-    audio_in = FramesIn()
-    session = room_session.session
-    session.input.audio = audio_in
-    agent = VoiceMcpAgent(service, llm_enabled=False, segments=room_session.segments)  # type: ignore[arg-type]
-    await session.start(agent, record=False)
-    try:
-        for frame in [*frames(audio), *silence]:
-            audio_in.queue.put_nowait(frame)
-            await asyncio.sleep(frame.duration)  # real time: endpointing counts wall-clock silence
-        await asyncio.wait_for(service.committed.wait(), 120)
-    finally:
-        await session.aclose()
+    turns = await run_worker_session(audio, settings, whisper, piper, silence_after=4.0)
 
-    turns = service.turns
     assert len(turns) == 1, [t.text for t in turns]
     assert heard(turns[0].text, BEFORE_THE_PAUSE) and heard(turns[0].text, AFTER_THE_PAUSE), turns[0].text
 
