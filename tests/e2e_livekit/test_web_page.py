@@ -345,15 +345,16 @@ FRAME_MS = 20
 class StandInSpeaker:
     """A participant in the worker's place: it publishes an audio track fed with silence in real time, replaces it
     with a new one on demand (as the worker does when it speaks after a quiet spell), and records every
-    `TOPIC_TRACK_HEARD` packet and chat stream that reaches it."""
+    `TOPIC_TRACK_HEARD` packet and chat stream that reaches it (and wakes `wait_for` when anybody joins)."""
 
     def __init__(self, room: rtc.Room) -> None:
         self.room = room
         self.heard: list[tuple[str, str]] = []  # (track sid, sender identity), in arrival order
         self.chats: list[tuple[str, str]] = []  # (sender identity, text)
-        self.changed = asyncio.Event()  # set on every packet or chat that arrives
+        self.changed = asyncio.Event()  # set on every packet, chat or participant that arrives
         self._feeder: asyncio.Task[None] | None = None
         self.track_sid = ""
+        room.on("participant_connected", lambda _participant: self.changed.set())
         room.on("data_received", self._on_data)
         room.register_text_stream_handler("lk.chat", self._on_chat)
 
