@@ -108,6 +108,7 @@ async def test_sound_server_killed_mid_reply_keeps_what_was_said_and_the_next_ca
         request = ConverseRequest(message="Anything for the report?", listen=ListenOptions(max_seconds=60))
         call = asyncio.create_task(transport.converse(request, progress))
         await asyncio.wait_for(progress.reached(Stage.LISTENING).wait(), BOUND)
+        await asyncio.sleep(0.5)  # after the listening cue, as below (speech over the chime is misheard)
         await asyncio.to_thread(doomed.play_into_mic, first)  # the user has said the first half ...
         still_talking = doomed.play_into_mic(second, wait=False)  # ... and is saying the rest when it dies
         await asyncio.to_thread(kill_pulseaudio, doomed)
