@@ -40,7 +40,7 @@ from .protocol import (
 )
 from .room_session import PAUSE_MS, RoomSession, build_room_session
 from .speaker_track import SpeakerTrack
-from .speech import build_stt, build_tts, build_vad, provider_label
+from .speech import build_room_vad, build_stt, build_tts, provider_label
 from .stream_inbox import StreamInbox
 from .turn_taking import load_turn_model
 from .voice_agent import AgentSessionPort, VoiceMcpAgent, text_input_handler
@@ -61,7 +61,7 @@ def prewarm(proc: JobProcess) -> None:
     a job starts, the Rust SDK's included, would inherit it)."""
     nice = lower_priority_while_idle() if proc.executor_type == JobExecutorType.PROCESS else None
     settings = load_settings()
-    vad = build_vad(settings, silence_ms=PAUSE_MS)  # segments for early STT; the turn rule is agent.turn_taking
+    vad = build_room_vad(settings, silence_ms=PAUSE_MS)  # segments for early STT; the turn rule is agent.turn_taking
     stt = build_stt(settings, vad=vad)
     tts = build_tts(settings)
     asyncio.run(warm_process(stt, tts))  # no event loop runs here yet; the job gets its own
@@ -132,7 +132,7 @@ async def entrypoint(ctx: JobContext) -> None:
 def _job_parts(userdata: dict[str, Any]) -> JobParts:
     """The providers warmed in `prewarm`, or built now when the process was not warmed (console, tests)."""
     settings: Settings = userdata.get("settings") or load_settings()
-    vad = userdata.get("vad") or build_vad(settings, silence_ms=PAUSE_MS)
+    vad = userdata.get("vad") or build_room_vad(settings, silence_ms=PAUSE_MS)
     stt_ = userdata.get("stt") or build_stt(settings, vad=vad)
     tts_ = userdata.get("tts") or build_tts(settings)
     llm = build_llm(settings)
@@ -274,8 +274,8 @@ def job_load(server: AgentServer) -> float:
 
 
 def build_server(settings: Settings) -> AgentServer:
-    # livekit's own on-device models (its VAD and turn-detector v1-mini, ~250 MB) go unused here: our turn model
-    # is agent.speech.turn_model and our VAD silero's plugin; do not preload them into every worker
+    # livekit's turn-detector v1-mini (~250 MB) goes unused here (our turn model is agent.speech.turn_model): do not
+    # preload it into every worker; its native VAD, which we use (agent.speech.vad), loads in prewarm
     os.environ.setdefault("LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE", "0")
     # livekit's event-loop watchdog wakes every job process 40-100 times a second; set the variable to a
     # threshold in ms (livekit's default is 100) to diagnose a stalling loop

@@ -1,6 +1,6 @@
 """The worker side of the capacity benchmark: `python -m bench.capacity_host URL`, one process for every room.
 
-Like a voice-mcp worker, it builds one Silero VAD (`agent.speech.build_vad`, the worker's settings) and gives each
+Like a voice-mcp worker, it builds one Silero VAD (`agent.speech.build_room_vad`, the worker's settings) and gives each
 room session its own `vad.stream()`; each session joins its room, subscribes to the user's microphone and pushes
 the received frames (16 kHz in 50 ms frames, what the worker's RoomIO asks for: `agent.room_session`) into its VAD
 stream, reading the VAD's events as the AgentSession does. Commands on stdin, one JSON answer per line on stdout:
@@ -27,7 +27,7 @@ import time
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 
-from agent.speech import build_vad
+from agent.speech import build_room_vad
 
 from .settings import bench_settings
 
@@ -90,7 +90,7 @@ def _say(obj: object) -> None:
 
 
 async def main(url: str) -> None:
-    vad = build_vad(bench_settings())
+    vad = build_room_vad(bench_settings())
     sessions: list[Session] = []
     loop = asyncio.get_running_loop()
     _say({"ready": True})

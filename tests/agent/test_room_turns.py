@@ -20,7 +20,7 @@ from agent.config import Settings
 from agent.protocol import Utterance
 from agent.room_session import build_room_session
 from agent.segment_stt import transcribe_segments
-from agent.speech import FasterWhisperSTT, PiperTTS, build_vad
+from agent.speech import FasterWhisperSTT, PiperTTS, build_room_vad
 from agent.speech.audio import resample_int16
 from agent.speech.vad_tap import TappedVAD, VADListener
 from agent.turn_detector import AudioTurnDetector
@@ -78,8 +78,8 @@ async def test_each_pause_closes_a_segment_that_is_transcribed_from_the_sessions
     pause = np.zeros(int(RATE * 1.0), dtype=np.int16)
     audio = np.concatenate([np.zeros(RATE // 2, dtype=np.int16), first, pause, second, pause])
 
-    silero = CountingVAD(build_vad(clean_settings(), silence_ms=PAUSE_MS))
-    segments = TappedVAD(silero)
+    room_vad = CountingVAD(build_room_vad(clean_settings(), silence_ms=PAUSE_MS))
+    segments = TappedVAD(room_vad)
     session_stream = segments.stream()  # what the AgentSession opens
     session_events: list[vad.VADEventType] = []
     stt_audio: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
@@ -119,7 +119,7 @@ async def test_each_pause_closes_a_segment_that_is_transcribed_from_the_sessions
     await asyncio.wait_for(node, 30)
     await session_stream.aclose()
 
-    assert silero.streams == 1, "the STT must not open a VAD stream of its own"
+    assert room_vad.streams == 1, "the STT must not open a VAD stream of its own"
     assert session_events.count(vad.VADEventType.END_OF_SPEECH) == 2 == ends_of_speech
     assert len(transcripts) == 2, transcripts
     assert heard(transcripts[0], BEFORE_THE_PAUSE) and heard(transcripts[1], AFTER_THE_PAUSE), transcripts
@@ -205,7 +205,7 @@ async def run_worker_session(
     silence, in real time (endpointing counts wall-clock silence); the turns it committed by the first commit.
     `on_vad` sees every event of the session's VAD."""
     room_session = build_room_session(
-        settings, vad=build_vad(settings, silence_ms=PAUSE_MS), stt=recognizer, tts=tts, llm=None
+        settings, vad=build_room_vad(settings, silence_ms=PAUSE_MS), stt=recognizer, tts=tts, llm=None
     )
     if on_vad is not None:
         room_session.segments.subscribe(on_vad)

@@ -1,7 +1,9 @@
-"""Silero VAD on real synthesised speech padded with silence."""
+"""Silero VAD on real synthesised speech padded with silence: the local loop's (`build_vad`, livekit-plugins-silero)
+and the worker's (`build_room_vad`, livekit-agents' native `inference.VAD`) behave alike on the same options."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,7 @@ from livekit import rtc
 from livekit.agents import vad as lk_vad
 from livekit.plugins import silero
 
-from agent.speech import build_vad, tune_vad
+from agent.speech import build_room_vad, build_vad, tune_vad
 from agent.speech.vad import activation_threshold
 from tests.speech_fixtures import clean_settings
 
@@ -28,7 +30,7 @@ def padded(frame: rtc.AudioFrame, *, before: float, after: float, gap_copy: floa
     return np.concatenate(parts)
 
 
-async def run_vad(vad: silero.VAD, samples: np.ndarray, sample_rate: int) -> list[lk_vad.VADEvent]:
+async def run_vad(vad: lk_vad.VAD, samples: np.ndarray, sample_rate: int) -> list[lk_vad.VADEvent]:
     stream = vad.stream()
     step = sample_rate // 50  # 20 ms frames, as a microphone or a LiveKit track delivers them
     for i in range(0, samples.size, step):
@@ -40,11 +42,16 @@ async def run_vad(vad: silero.VAD, samples: np.ndarray, sample_rate: int) -> lis
     return events
 
 
-async def test_speech_is_bracketed_by_start_and_end(piper_sentence: rtc.AudioFrame) -> None:
+BuildVAD = Callable[..., lk_vad.VAD]
+BOTH_VADS = pytest.mark.parametrize("build", [build_vad, build_room_vad], ids=["local-plugin", "room-native"])
+
+
+@BOTH_VADS
+async def test_speech_is_bracketed_by_start_and_end(piper_sentence: rtc.AudioFrame, build: BuildVAD) -> None:
     settings = clean_settings(silence_ms=500)
     audio = padded(piper_sentence, before=1.0, after=2.0)
 
-    events = await run_vad(build_vad(settings), audio, piper_sentence.sample_rate)
+    events = await run_vad(build(settings), audio, piper_sentence.sample_rate)
 
     assert [e.type for e in events] == [lk_vad.VADEventType.START_OF_SPEECH, lk_vad.VADEventType.END_OF_SPEECH]
     start, end = events
@@ -57,9 +64,12 @@ async def test_speech_is_bracketed_by_start_and_end(piper_sentence: rtc.AudioFra
     assert sum(f.duration for f in end.frames) >= end.speech_duration  # the utterance itself, for the STT
 
 
-async def test_silence_setting_decides_whether_a_pause_ends_the_turn(piper_sentence: rtc.AudioFrame) -> None:
+@BOTH_VADS
+async def test_silence_setting_decides_whether_a_pause_ends_the_turn(
+    piper_sentence: rtc.AudioFrame, build: BuildVAD
+) -> None:
     audio = padded(piper_sentence, before=0.5, after=2.0, gap_copy=0.9)
-    vad = build_vad(clean_settings(silence_ms=400))
+    vad = build(clean_settings(silence_ms=400))
 
     short = await run_vad(vad, audio, piper_sentence.sample_rate)
     tune_vad(vad, silence_ms=1500)  # per-call change on the same VAD, no model reload
@@ -69,6 +79,20 @@ async def test_silence_setting_decides_whether_a_pause_ends_the_turn(piper_sente
     assert [e.type for e in short].count(ends) == 2  # the 0.9 s pause ended the first utterance
     assert [e.type for e in long].count(ends) == 1  # with 1.5 s it is one utterance
     assert vad.min_silence_duration == 1.5
+
+
+async def test_the_worker_and_the_local_loop_find_the_same_segments(piper_sentence: rtc.AudioFrame) -> None:
+    settings = clean_settings(silence_ms=250)
+    audio = padded(piper_sentence, before=0.5, after=1.0, gap_copy=0.6)
+
+    local = await run_vad(build_vad(settings), audio, piper_sentence.sample_rate)
+    room = await run_vad(build_room_vad(settings), audio, piper_sentence.sample_rate)
+
+    assert [e.type for e in room] == [e.type for e in local]
+    assert [e.type for e in room].count(lk_vad.VADEventType.END_OF_SPEECH) >= 2  # one or more per copy
+    window = 512  # one 32 ms Silero window at 16 kHz
+    for in_room, in_local in zip(room, local, strict=True):
+        assert abs(in_room.samples_index - in_local.samples_index) <= 2 * window, (in_room, in_local)
 
 
 def test_aggressiveness_maps_to_activation_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
