@@ -7,8 +7,9 @@ Commands on stdin, one answer line on stdout:
 - `talk ROOM TOKEN` → `added ROOM`: the same, but the user speaks one of the bundled Piper replies, then stays
   silent for `PAUSE` seconds, in a loop. For every reply the end of speech (the moment its last voiced frame was
   captured) is recorded, and so is every final transcription of this user the worker publishes in the room
-  (`lk.transcription`, `lk.transcription_final`); end of speech → text is the arrival of the last final
-  transcription before the next reply starts minus that reply's end of speech;
+  (`lk.transcription`, `lk.transcription_final`, with text); end of speech → text is the arrival of the last final
+  transcription between the reply's end and the next reply's start, minus that reply's end of speech (finals that
+  arrive while a reply is spoken belong to that reply's earlier segments and are not counted for the one before);
 - `measure SECONDS` → one JSON line: per talking room, the end of speech → text samples of the replies that
   ended within the window (and how many replies got no transcription within `PAUSE` seconds);
 - `quit`.
@@ -51,6 +52,8 @@ class User:
     replies: list[Reply] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     track_sid: str | None = None
+    speaking: bool = False
+    """True from a reply's first frame until its last voiced sample has left the source."""
 
     def on_text(self, reader: rtc.TextStreamReader, sender: str) -> None:
         attributes = reader.info.attributes or {}
@@ -60,12 +63,16 @@ class User:
         if not mine or attributes.get("lk.transcription_final") != "true":
             return
         arrived = time.perf_counter()
-        if self.replies and arrived >= self.replies[-1].ended_at:
-            self.replies[-1].text_at = arrived
+        # a final that arrives while the next reply is being spoken is that reply's first segment, not the end of
+        # the previous one (a long reply has pauses, and each segment's transcript is final on its own)
+        last = self.replies[-1] if self.replies else None
+        reply = last if last is not None and not self.speaking and arrived >= last.ended_at else None
 
         async def drain() -> None:
             with contextlib.suppress(Exception):
-                await reader.read_all()
+                text = await reader.read_all()
+                if reply is not None and text.strip():
+                    reply.text_at = arrived
 
         task = asyncio.get_running_loop().create_task(drain())
         self.tasks.add(task)
@@ -125,12 +132,14 @@ async def _run(user: User, url: str, token: str, replies: list[np.ndarray], offs
                 reply = replies[index % len(replies)]
                 index += 1
                 end = _voiced_end(reply)
+                user.speaking = True
                 for i in range(0, reply.size - STEP + 1, STEP):
                     await source.capture_frame(rtc.AudioFrame(reply[i : i + STEP].tobytes(), RATE, 1, STEP))
                     if i < end <= i + STEP:
                         # the frame just captured is queued for ~capture latency; the last voiced sample
                         # leaves the source when the queue has played it
                         user.replies.append(Reply(ended_at=time.perf_counter() + source.queued_duration))
+                        user.speaking = False
             for _ in range(int(PAUSE * 100) if user.talking else 100):
                 await source.capture_frame(rtc.AudioFrame(silence.tobytes(), RATE, 1, STEP))
     finally:
