@@ -19,6 +19,12 @@ Two phases, each with its own server, worker and users:
   user's reply ends → the worker's final transcription of it arrives in the room; see `bench.capacity_users`).
   `rooms_talking_sustained` is the largest N whose median end of speech → text stays within `SLACK_MS` (100 ms) of
   the 1-room figure and where no reply went untranscribed; the phase stops at the first step past that.
+- **heard**: N rooms of which one has a talking user and N − 1 idle users (measured, like the idle rooms, past
+  `TRACK_IDLE`): whether the worker still hears the one user who speaks as fast while it carries idle rooms — the
+  user-facing form of "VAD lateness": a VAD that trails the audio, a busy event loop or a starved Whisper all show
+  as a later transcript. `rooms_heard_sustained` is the largest N whose talking room's median end of speech →
+  text stays within `SLACK_MS` of the 1-room figure with no reply untranscribed. Its window is three times the
+  others' (one room's replies are fewer), and every step is measured (the talking phase stops at the first late one).
 
 `BENCH_WORKER_ROOT=/path/to/checkout` runs the worker from another checkout (e.g. the previous release), so a
 before/after comparison runs on the same machine in the same session; `BENCH_WORKER_EXECUTOR=thread` runs every
@@ -50,7 +56,7 @@ from .harness import Measurement
 
 SLACK_MS = 100.0
 SETTLE = 4.0
-Phase = Literal["idle", "talking"]
+Phase = Literal["idle", "talking", "heard"]
 TRACK_IDLE = 15
 """Quiet seconds after which the bench's worker takes its audio track away (`VOICE_MCP_AGENT_TRACK_IDLE`; the
 default is 120 s): idle rows are measured past it, in the steady state of a room left idle."""
@@ -269,24 +275,24 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
             while rooms < step:
                 name = f"cap-{phase}-{uuid.uuid4().hex[:6]}-{rooms}"
                 names.append(name)
-                await users.send(
-                    f"{'talk' if phase == 'talking' else 'idle'} {name} {server.token(f'user-{rooms}', name)}"
-                )
+                talks = phase == "talking" or (phase == "heard" and rooms == 0)
+                await users.send(f"{'talk' if talks else 'idle'} {name} {server.token(f'user-{rooms}', name)}")
                 assert (await users.expect(300)).startswith("added")  # the first talking user waits for Piper
                 await _dispatch(server, name)
                 rooms += 1
             # idle rooms are measured in their steady state: past the quiet time after which the agent's track goes
-            await asyncio.sleep(SETTLE + (TRACK_IDLE if phase == "idle" else 0.0))
+            await asyncio.sleep(SETTLE + (0.0 if phase == "talking" else TRACK_IDLE))
             check_executor(meter, executor, rooms)
             row: dict[str, Any] = {
                 "rooms": rooms,
                 "executor": executor,
                 "agent_tracks": await _agent_tracks(server, names),
             }
-            if phase == "talking":
-                await users.send(f"measure {seconds}")
-                cpu_task = asyncio.create_task(meter.cpu_percent(seconds))
-                answer = json.loads(await users.expect(seconds + 120))
+            if phase != "idle":
+                window = seconds * (3 if phase == "heard" else 1)
+                await users.send(f"measure {window}")
+                cpu_task = asyncio.create_task(meter.cpu_percent(window))
+                answer = json.loads(await users.expect(window + 120))
                 row["cpu_percent"] = await cpu_task
                 per_room = [r["eos_to_text_s"] for r in answer["rooms"]]
                 every = [x * 1000 for samples in per_room for x in samples]
@@ -301,7 +307,7 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
             row["pss_per_room_mb"] = (row["pss_mb"] - base_pss) / rooms
             row["load_average"] = os.getloadavg()[0]
             results.append(row)
-            if phase == "talking":
+            if phase != "idle":
                 median = statistics.median(row["eos_to_text_ms"]) if row["eos_to_text_ms"] else None
                 if first_eos is None:
                     first_eos = median
@@ -311,8 +317,8 @@ async def run_phase(phase: Phase, steps: list[int], seconds: float, logs: Path) 
                     and median <= first_eos + SLACK_MS
                     and row["untranscribed"] == 0
                 )
-                if not row["sustained"]:
-                    break
+                if not row["sustained"] and phase == "talking":
+                    break  # talking rooms only pile up from here; a heard step stays informative
     finally:
         if users is not None:
             users.stop()
@@ -338,6 +344,12 @@ def _rows(phase: Phase, results: list[dict[str, Any]]) -> list[Measurement]:
         )
         if phase == "idle":
             rows.append(Measurement.single(f"worker_idle_cpu_per_room_{n}", "%", r["cpu_per_room"], notes, **extra))
+        elif phase == "heard":
+            notes = f"one talking room among {n - 1} idle: " + notes
+            notes += f", {r['replies']} replies, {r['untranscribed']} untranscribed" + (
+                "" if r.get("sustained") else " — LATE"
+            )
+            rows.append(Measurement.of(f"worker_heard_eos_to_text_{n}", "ms", r["eos_to_text_ms"], notes, **extra))
         else:
             notes += f", {r['replies']} replies, {r['untranscribed']} untranscribed" + (
                 "" if r.get("sustained") else " — LATE"
@@ -349,10 +361,15 @@ def _rows(phase: Phase, results: list[dict[str, Any]]) -> list[Measurement]:
 async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) -> list[Measurement]:
     logs = out / "logs" / time.strftime("capacity-worker-%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
-    phases = os.environ.get("BENCH_WORKER_PHASES", "idle,talking").split(",")
+    phases = os.environ.get("BENCH_WORKER_PHASES", "idle,talking,heard").split(",")
     idle = await run_phase("idle", steps, seconds, logs) if "idle" in phases else []
     talking = await run_phase("talking", steps, seconds, logs) if "talking" in phases else []
-    rows = (_rows("idle", idle) if idle else []) + (_rows("talking", talking) if talking else [])
+    heard = await run_phase("heard", steps, seconds, logs) if "heard" in phases else []
+    rows = (
+        (_rows("idle", idle) if idle else [])
+        + (_rows("talking", talking) if talking else [])
+        + (_rows("heard", heard) if heard else [])
+    )
     idle_rows = idle[1:]
     largest = idle_rows[-1] if idle_rows else None
     sustained = [r["rooms"] for r in talking[1:] if r.get("sustained")]
@@ -378,6 +395,17 @@ async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) ->
                 max(sustained) if sustained else 0,
                 f"largest tested N of talking rooms with median end of speech → text within {SLACK_MS:g} ms of 1 "
                 f"room (tested {', '.join(str(r['rooms']) for r in talking[1:])})",
+            )
+        )
+    if heard:
+        heard_sustained = [r["rooms"] for r in heard[1:] if r.get("sustained")]
+        summary.append(
+            Measurement.single(
+                "rooms_heard_sustained",
+                "rooms",
+                max(heard_sustained) if heard_sustained else 0,
+                f"largest tested N of rooms (one talking, the rest idle) whose talking room's median end of speech → "
+                f"text stays within {SLACK_MS:g} ms of 1 room (tested {', '.join(str(r['rooms']) for r in heard[1:])})",
             )
         )
     first = talking[1] if len(talking) > 1 else None
