@@ -5,7 +5,7 @@ production settings: Silero VAD, faster-whisper, Piper; one job process per room
 (`bench.capacity_users`, one process for every room's user). Each room is set up as in real use: the user joins,
 then the agent is dispatched to the room (`CreateAgentDispatch`) and joins it.
 
-Two phases, each with its own server, worker and users:
+Three phases, each with its own server, worker and users:
 
 - **idle**: N rooms whose user has an open, silent microphone. After each step the worker's process tree (the
   worker, its forkserver and job processes: every descendant, read from /proc with psutil) is sampled over a

@@ -6,7 +6,8 @@
 - The worker: `build_room_vad`, livekit-agents' own `inference.VAD`, the same Silero model run natively by
   `livekit-local-inference` (a livekit-agents dependency). Events and options are the same (checked side by side
   on speech: the same segments within one 32 ms window); it costs less per room, where the worker pays for every
-  idle room: about 0.5-0.9 % of a core less per stream and 4 MB of memory instead of 24 (docs/performance.md).
+  idle room: about 1.6 points of a core less per idle room in the real worker, and 4 MB of memory instead of 24
+  (docs/performance.md).
   That package's models are licensed for use inside LiveKit Agents, which the worker is; the local loop keeps
   the plugin, whose MIT weights carry no such condition (docs/speech-providers.md).
 
