@@ -344,18 +344,26 @@ def _rows(phase: Phase, results: list[dict[str, Any]]) -> list[Measurement]:
         )
         if phase == "idle":
             rows.append(Measurement.single(f"worker_idle_cpu_per_room_{n}", "%", r["cpu_per_room"], notes, **extra))
-        elif phase == "heard":
+            continue
+        if phase == "heard":
             notes = f"one talking room among {n - 1} idle: " + notes
-            notes += f", {r['replies']} replies, {r['untranscribed']} untranscribed" + (
-                "" if r.get("sustained") else " — LATE"
-            )
-            rows.append(Measurement.of(f"worker_heard_eos_to_text_{n}", "ms", r["eos_to_text_ms"], notes, **extra))
-        else:
-            notes += f", {r['replies']} replies, {r['untranscribed']} untranscribed" + (
-                "" if r.get("sustained") else " — LATE"
-            )
-            rows.append(Measurement.of(f"worker_talking_eos_to_text_{n}", "ms", r["eos_to_text_ms"], notes, **extra))
+        notes += f", {r['replies']} replies, {r['untranscribed']} untranscribed" + (
+            "" if r.get("sustained") else " — LATE"
+        )
+        rows.append(Measurement.of(f"worker_{phase}_eos_to_text_{n}", "ms", r["eos_to_text_ms"], notes, **extra))
     return rows
+
+
+def _sustained(phase: Phase, results: list[dict[str, Any]], rooms_described: str) -> Measurement:
+    """`rooms_{phase}_sustained`: the largest tested N whose talking room(s) stayed within `SLACK_MS` of 1 room."""
+    sustained = [r["rooms"] for r in results[1:] if r.get("sustained")]
+    return Measurement.single(
+        f"rooms_{phase}_sustained",
+        "rooms",
+        max(sustained) if sustained else 0,
+        f"largest tested N of {rooms_described} with median end of speech → text within {SLACK_MS:g} ms of 1 room "
+        f"(tested {', '.join(str(r['rooms']) for r in results[1:])})",
+    )
 
 
 async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) -> list[Measurement]:
@@ -372,7 +380,6 @@ async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) ->
     )
     idle_rows = idle[1:]
     largest = idle_rows[-1] if idle_rows else None
-    sustained = [r["rooms"] for r in talking[1:] if r.get("sustained")]
     summary = [
         Measurement.single(
             "worker_idle_cpu_per_room",
@@ -388,26 +395,9 @@ async def run_worker_capacity(*, steps: list[int], seconds: float, out: Path) ->
         ),
     ]
     if talking:
-        summary.append(
-            Measurement.single(
-                "rooms_talking_sustained",
-                "rooms",
-                max(sustained) if sustained else 0,
-                f"largest tested N of talking rooms with median end of speech → text within {SLACK_MS:g} ms of 1 "
-                f"room (tested {', '.join(str(r['rooms']) for r in talking[1:])})",
-            )
-        )
+        summary.append(_sustained("talking", talking, "talking rooms"))
     if heard:
-        heard_sustained = [r["rooms"] for r in heard[1:] if r.get("sustained")]
-        summary.append(
-            Measurement.single(
-                "rooms_heard_sustained",
-                "rooms",
-                max(heard_sustained) if heard_sustained else 0,
-                f"largest tested N of rooms (one talking, the rest idle) whose talking room's median end of speech → "
-                f"text stays within {SLACK_MS:g} ms of 1 room (tested {', '.join(str(r['rooms']) for r in heard[1:])})",
-            )
-        )
+        summary.append(_sustained("heard", heard, "rooms (one talking, the rest idle)"))
     first = talking[1] if len(talking) > 1 else None
     if first is not None and first["eos_to_text_ms"]:
         summary.append(
